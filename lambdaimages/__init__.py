@@ -1,0 +1,1 @@
+"""Re-create the AWS Lambda base container images from their published registry images."""

@@ -1,0 +1,33 @@
+"""The failures a user can act on, one type each; every message names what it is about."""
+
+
+class ProjectError(Exception):
+    """Base of every foreseeable failure: printed as one line, never as a traceback."""
+
+
+class CatalogError(ProjectError):
+    """The catalog file is malformed: the message names file, line and runtime."""
+
+
+class RegistryError(ProjectError):
+    """A registry answered with an error, or not in a usable way."""
+
+
+class RegistryUnreachable(RegistryError):
+    """No connection to the registry could be made (refused, DNS, timeouts)."""
+
+
+class DigestMismatch(RegistryError):
+    """Bytes from the registry do not hash to the digest they were asked for."""
+
+
+class RenderError(ProjectError):
+    """An upstream config value that no Dockerfile can express."""
+
+
+class EngineError(ProjectError):
+    """The Docker engine is unreachable or a build or run failed."""
+
+
+class OutputError(ProjectError):
+    """The output folder cannot be written, or another run holds it."""
