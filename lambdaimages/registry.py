@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import requests
 
@@ -69,7 +70,7 @@ class RegistryClient:
     down costs one timeout, not one per runtime and architecture.
     """
 
-    _unreachable: dict[str, str] = {}
+    _unreachable: ClassVar[dict[str, str]] = {}
     _lock = threading.Lock()
 
     def __init__(

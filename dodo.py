@@ -1,0 +1,91 @@
+"""doit tasks: catalog -> upstream state -> layer tarballs -> Dockerfiles -> images.
+
+`doit` snapshots and builds every runtime; `doit list` shows every task. Variables:
+`doit catalog=FILE out=DIR ...` (defaults: runtimes.yaml, build).
+"""
+
+import sys
+from pathlib import Path
+
+from doit import get_var
+
+from lambdaimages import catalog as catalog_module
+from lambdaimages import render, steps
+from lambdaimages.console import Reporter
+from lambdaimages.errors import CatalogError
+
+CATALOG_FILE = get_var("catalog", "runtimes.yaml")
+OUT = Path(get_var("out", "build"))
+
+try:
+    CATALOG = catalog_module.load(CATALOG_FILE)
+except CatalogError as exc:
+    sys.exit(f"error: {exc}")
+
+DOIT_CONFIG = {
+    "default_tasks": ["snapshot", "build"],
+    "backend": "json",
+    "dep_file": str(OUT / ".doit.json"),
+    "verbosity": 2,
+    "continue": True,
+    "reporter": Reporter,
+}
+TEMPLATES = sorted(str(p) for p in render.TEMPLATES.glob("*.j2"))
+
+
+def task_resolve():
+    """Poll upstream: resolve each runtime's tag to manifest, config and layers (always runs)."""
+    for rt in CATALOG.runtimes:
+        yield {
+            "name": rt.name,
+            "actions": [(steps.resolve_runtime, [OUT, rt])],
+            "targets": steps.state_files(OUT, rt),
+            "uptodate": [False],
+            "verbosity": 2,
+        }
+
+
+def task_export():
+    """Export each layer as <out>/<rt>/<arch>/<diff_id>.tar.xz (shared layers compressed once)."""
+    for rt in CATALOG.runtimes:
+        yield {
+            "name": rt.name,
+            "actions": [(steps.export_runtime, [OUT, rt])],
+            "file_dep": steps.state_files(OUT, rt),
+            "uptodate": [steps.tarballs_unchanged(OUT, rt)],
+            "verbosity": 2,
+        }
+
+
+def task_render():
+    """Render <out>/<rt>/Dockerfile.<rt> and <out>/<rt>/<arch>/Dockerfile.<rt> from templates/."""
+    for rt in CATALOG.runtimes:
+        yield {
+            "name": rt.name,
+            "actions": [(steps.render_runtime, [OUT, rt])],
+            "file_dep": steps.state_files(OUT, rt) + TEMPLATES,
+            "targets": [str(p) for p in render.dockerfile_outputs(rt, OUT)],
+            "verbosity": 2,
+        }
+
+
+def task_snapshot():
+    """Snapshot a runtime: resolve, export and render (`doit snapshot:<rt>`)."""
+    for rt in CATALOG.runtimes:
+        yield {
+            "name": rt.name,
+            "actions": None,
+            "task_dep": [f"resolve:{rt.name}", f"export:{rt.name}", f"render:{rt.name}"],
+        }
+
+
+def task_build():
+    """Build <rt>:local from <out>/<rt> with the Docker engine (`doit build:<rt>`)."""
+    for rt in CATALOG.runtimes:
+        yield {
+            "name": rt.name,
+            "actions": [(steps.build_runtime, [OUT, rt])],
+            "task_dep": [f"snapshot:{rt.name}"],
+            "uptodate": [steps.image_current(OUT, rt)],
+            "verbosity": 2,
+        }

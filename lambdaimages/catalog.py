@@ -1,0 +1,269 @@
+"""Read and validate the catalog of runtimes (runtimes.yaml)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import CatalogError
+from .registry import registry_url
+
+ARCHITECTURES = ("x86_64", "arm64")
+COMPRESSIONS = ("xz", "gzip")
+TOP_KEYS = {"defaults", "runtimes", "publish"}
+SETTING_KEYS = {"registry", "architectures", "compression", "level"}
+RUNTIME_KEYS = SETTING_KEYS | {"image", "smoke"}
+SMOKE_KEYS = {"handler", "files", "event", "expect", "timeout"}
+PUBLISH_KEYS = {"repo"}
+DEFAULTS = {"registry": "https://public.ecr.aws", "architectures": list(ARCHITECTURES), "compression": "xz", "level": 6}
+
+# A runtime name is a folder, an image repository (`<name>:local`) and a git branch: only the
+# characters all three accept, as Docker's repository grammar spells them, and never `*.lock`.
+NAME_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+REGISTRY_RE = re.compile(r"^(?:https?://)?[A-Za-z0-9.-]+(?::[0-9]{1,5})?/?$")
+
+
+@dataclass(frozen=True)
+class Smoke:
+    """An invocation that proves a built image answers: handler, files for /var/task, event, response."""
+
+    handler: str
+    event: object
+    expect: object
+    files: str | None = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    registry: str
+    repository: str
+    reference: str
+    architectures: tuple[str, ...]
+    compression: str = "xz"
+    level: int = 6
+    smoke: Smoke | None = None
+    line: int = 0
+
+    @property
+    def image(self) -> str:
+        """The upstream reference as users write it, e.g. public.ecr.aws/lambda/python:3.12."""
+        sep = "@" if self.reference.startswith("sha256:") else ":"
+        return f"{self.registry.removeprefix('https://')}/{self.repository}{sep}{self.reference}"
+
+    @property
+    def extension(self) -> str:
+        return "tar.xz" if self.compression == "xz" else "tar.gz"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    path: Path
+    runtimes: tuple[Runtime, ...]
+    publish_repo: str | None = None
+    by_name: dict[str, Runtime] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        self.by_name.update({rt.name: rt for rt in self.runtimes})
+
+
+def load(path: str | Path) -> Catalog:
+    """Parse and validate a catalog; any problem raises CatalogError naming file, line and runtime."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot read catalog: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    return parse(text, path)
+
+
+def parse(text: str, path: Path) -> Catalog:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise CatalogError(f"{path}:{line}: YAML syntax error: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{path}: YAML error: {exc}") from None
+    if root is None:
+        raise CatalogError(f"{path}:1: empty catalog: it needs a 'runtimes' mapping")
+    ctx = _Context(path)
+    top = ctx.mapping(root, "catalog", TOP_KEYS)
+    defaults = dict(DEFAULTS)
+    if "defaults" in top:
+        defaults.update(ctx.settings(top["defaults"][1], "defaults", SETTING_KEYS))
+    publish_repo = None
+    if "publish" in top:
+        publish = ctx.mapping(top["publish"][1], "publish", PUBLISH_KEYS)
+        if "repo" in publish:
+            publish_repo = ctx.string(publish["repo"][1], "publish", "repo")
+    if "runtimes" not in top:
+        raise CatalogError(f"{path}:{_line(root)}: the catalog has no 'runtimes' mapping")
+    runtimes_node = top["runtimes"][1]
+    entries = ctx.mapping(runtimes_node, "runtimes", None)
+    if not entries:
+        raise CatalogError(f"{path}:{_line(runtimes_node)}: empty catalog: 'runtimes' lists no runtime")
+    runtimes = tuple(ctx.runtime(name, key, node, defaults) for name, (key, node) in entries.items())
+    return Catalog(path, runtimes, publish_repo)
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+class _Context:
+    """Validation of one file: every error names the file and the line of the offending node."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, node: yaml.Node, where: str, message: str) -> CatalogError:
+        return CatalogError(f"{self.path}:{_line(node)}: {where}: {message}")
+
+    def mapping(self, node: yaml.Node, where: str, allowed: set[str] | None) -> dict[str, tuple]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, where, f"expected a mapping, got {_kind(node)}")
+        result: dict[str, tuple] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode):
+                raise self.fail(key, where, "keys must be plain names")
+            name = key.value
+            if name in result:
+                first = _line(result[name][0])
+                raise self.fail(key, where, f"duplicate key '{name}' (first on line {first})")
+            if allowed is not None and name not in allowed:
+                raise self.fail(key, where, f"unknown key '{name}' (allowed: {', '.join(sorted(allowed))})")
+            result[name] = (key, value)
+        return result
+
+    def value(self, node: yaml.Node) -> object:
+        return yaml.SafeLoader("").construct_document(node)
+
+    def string(self, node: yaml.Node, where: str, key: str) -> str:
+        value = self.value(node)
+        if not isinstance(value, str) or not value:
+            raise self.fail(node, where, f"'{key}' must be a non-empty string, got {value!r}")
+        return value
+
+    def settings(self, node: yaml.Node, where: str, allowed: set[str]) -> dict:
+        out = {}
+        for key, (key_node, value_node) in self.mapping(node, where, allowed).items():
+            if key in SETTING_KEYS:
+                out[key] = self.setting(key, value_node, where)
+        return out
+
+    def setting(self, key: str, node: yaml.Node, where: str) -> object:
+        value = self.value(node)
+        if key == "registry":
+            if not isinstance(value, str) or not REGISTRY_RE.match(value):
+                raise self.fail(node, where, f"registry must be host[:port] or http://host:port, got {value!r}")
+            return registry_url(value)
+        if key == "architectures":
+            if not isinstance(value, list) or not value:
+                raise self.fail(node, where, f"architectures must be a non-empty list, got {value!r}")
+            for arch in value:
+                if arch not in ARCHITECTURES:
+                    raise self.fail(node, where, f"unknown architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
+            if len(set(value)) != len(value):
+                raise self.fail(node, where, f"duplicate architecture in {value}")
+            return tuple(value)
+        if key == "compression":
+            if value not in COMPRESSIONS:
+                raise self.fail(node, where, f"compression must be one of {', '.join(COMPRESSIONS)}, got {value!r}")
+            return value
+        if key == "level":
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 9:
+                raise self.fail(node, where, f"level must be a whole number from 0 to 9, got {value!r}")
+            return value
+        raise AssertionError(key)
+
+    def runtime(self, name: object, key: yaml.Node, node: yaml.Node, defaults: dict) -> Runtime:
+        where = f"runtime {name!r}"
+        if not isinstance(name, str) or not NAME_RE.match(name) or name.endswith(".lock") or len(name) > 100:
+            raise self.fail(
+                key,
+                where,
+                "unsafe runtime name: it must be usable as a folder, an image tag and a git branch "
+                "(lowercase letters, digits, and '.', '_', '-' between them)",
+            )
+        where = f"runtime {name}"
+        fields = self.mapping(node, where, RUNTIME_KEYS)
+        if "image" not in fields:
+            raise self.fail(node, where, "missing 'image' (repository:tag)")
+        image_node = fields["image"][1]
+        repository, reference = self.image(self.string(image_node, where, "image"), image_node, where)
+        settings = dict(defaults)
+        for k in SETTING_KEYS & fields.keys():
+            settings[k] = self.setting(k, fields[k][1], where)
+        smoke = self.smoke(fields["smoke"][1], where) if "smoke" in fields else None
+        return Runtime(
+            name=name,
+            registry=settings["registry"],
+            repository=repository,
+            reference=reference,
+            architectures=tuple(settings["architectures"]),
+            compression=settings["compression"],
+            level=settings["level"],
+            smoke=smoke,
+            line=_line(key),
+        )
+
+    def image(self, image: str, node: yaml.Node, where: str) -> tuple[str, str]:
+        if "@" in image:
+            repository, _, reference = image.partition("@")
+            ok = DIGEST_RE.match(reference)
+        else:
+            repository, _, reference = image.rpartition(":")
+            ok = TAG_RE.match(reference) and "/" not in reference
+        if not repository or not ok or not REPO_RE.match(repository):
+            raise self.fail(node, where, f"image must be repository:tag or repository@sha256:..., got {image!r}")
+        return repository, reference
+
+    def smoke(self, node: yaml.Node, where: str) -> Smoke:
+        fields = self.mapping(node, f"{where} smoke", SMOKE_KEYS)
+        for required in ("handler", "event", "expect"):
+            if required not in fields:
+                raise self.fail(node, f"{where} smoke", f"missing '{required}'")
+        files = None
+        if "files" in fields:
+            files_node = fields["files"][1]
+            folder = self.path.parent / self.string(files_node, where, "files")
+            if not folder.is_dir():
+                raise self.fail(files_node, f"{where} smoke", f"files folder {folder} does not exist")
+            files = str(folder.resolve())
+        timeout = 30.0
+        if "timeout" in fields:
+            timeout = self.value(fields["timeout"][1])
+            if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+                raise self.fail(fields["timeout"][1], f"{where} smoke", f"timeout must be seconds > 0, got {timeout!r}")
+        event = self.value(fields["event"][1])
+        expect = self.value(fields["expect"][1])
+        try:
+            json.dumps(event)
+            json.dumps(expect)
+        except (TypeError, ValueError):
+            raise self.fail(node, f"{where} smoke", "event and expect must be plain JSON values") from None
+        return Smoke(
+            handler=self.string(fields["handler"][1], where, "handler"),
+            event=event,
+            expect=expect,
+            files=files,
+            timeout=float(timeout),
+        )
+
+
+def _kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.ScalarNode):
+        return f"the value {node.value!r}" if node.value else "nothing"
+    return "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"

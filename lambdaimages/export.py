@@ -1,0 +1,199 @@
+"""Export layers as `<hex>.tar.xz` (or the upstream `.tar.gz`) named by diff_id, through a shared cache.
+
+Each layer is streamed once: download -> gunzip -> sha256 (the diff_id) -> `xz` in a child process,
+which writes straight to a temp file. xz runs in its multi-threaded mode with a fixed block size
+(`-T+N`), whose output is the same whatever N is, so the tarballs are byte-identical on any number
+of cores. A cache entry is published (renamed) only after the blob digest and the diff_id matched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+
+from . import layout
+from .catalog import Runtime
+from .errors import DigestMismatch, OutputError, RegistryError
+from .files import atomic_file, link_or_copy, locked, remove_temps
+from .registry import RegistryClient
+from .resolve import GZIP_TYPES, layer_hex
+
+PROGRESS_EVERY = 2.0
+PROGRESS_MIN_BYTES = 8 << 20
+_print_lock = threading.Lock()
+
+
+def xz_threads() -> int:
+    return max(1, int(os.environ.get("LAMBDAIMAGES_XZ_THREADS", os.cpu_count() or 1)))
+
+
+def codec_name(runtime: Runtime) -> str:
+    return f"xz{runtime.level}" if runtime.compression == "xz" else "gzip"
+
+
+def export(runtime: Runtime, arch: str, state: dict, out: Path, client: RegistryClient) -> list[Path]:
+    """Put every layer of `state` into `<out>/<rt>/<arch>/`, drop tarballs upstream no longer has."""
+    folder = layout.arch_dir(out, runtime.name, arch)
+    remove_temps(folder)
+    wanted = []
+    layers = state["layers"]
+    for number, layer in enumerate(layers, 1):
+        label = f"{runtime.name} {arch} layer {number}/{len(layers)} {layer_hex(layer)[:12]}"
+        cached = cached_layer(runtime, layer, out, client, label)
+        dest = folder / f"{layer_hex(layer)}.{runtime.extension}"
+        link_or_copy(cached, dest)
+        wanted.append(dest)
+    for stale in folder.glob("*.tar.*"):
+        if stale not in wanted:
+            stale.unlink()
+    return wanted
+
+
+def fingerprint(paths: list[Path]) -> list:
+    """Cheap identity of files (no hashing): a changed, replaced or missing file changes it."""
+    result = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            result.append([str(path), st.st_size, st.st_mtime_ns, st.st_ino])
+        except FileNotFoundError:
+            result.append([str(path), None])
+    return result
+
+
+def cached_layer(runtime: Runtime, layer: dict, out: Path, client: RegistryClient, label: str) -> Path:
+    """The cache entry of a layer, made once however many runtimes and architectures share it."""
+    folder = layout.cache_dir(out, codec_name(runtime))
+    path = folder / f"{layer_hex(layer)}.{runtime.extension}"
+    record = path.with_name(path.name + ".json")
+    with locked(folder / f"{layer_hex(layer)}.lock"):
+        if _intact(path, record):
+            return path
+        remove_temps(folder)
+        try:
+            with atomic_file(path) as f:
+                stats = _fetch(runtime, layer, client, f, label)
+        except OSError as exc:
+            raise OutputError(f"{label}: cannot write {path}: {exc.strerror}") from None
+        st = path.stat()
+        record_data = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, **stats}
+        with atomic_file(record) as f:
+            f.write(json.dumps(record_data).encode())
+    return path
+
+
+def _intact(path: Path, record: Path) -> bool:
+    """The cache entry is the file we wrote (not replaced or edited in place since)."""
+    try:
+        data = json.loads(record.read_bytes())
+        st = path.stat()
+    except (FileNotFoundError, ValueError):
+        return False
+    return data.get("size") == st.st_size and data.get("mtime_ns") == st.st_mtime_ns
+
+
+def _fetch(runtime: Runtime, layer: dict, client: RegistryClient, dest, label: str) -> dict:
+    """Stream one blob into `dest` in the runtime's format; verify blob digest and diff_id."""
+    gzipped = layer["media_type"] in GZIP_TYPES
+    diff_hasher = hashlib.sha256()
+    unpack = zlib.decompressobj(wbits=31) if gzipped else None
+    progress = _Progress(label, layer["size"])
+    start = time.monotonic()
+    raw = 0
+    xz = None
+    if runtime.compression == "xz":
+        xz = subprocess.Popen(
+            ["xz", "-z", "-c", f"-{runtime.level}", f"-T+{xz_threads()}"],
+            stdin=subprocess.PIPE,
+            stdout=dest,
+            stderr=subprocess.PIPE,
+        )
+    elif not gzipped:
+        gz = zlib.compressobj(runtime.level, zlib.DEFLATED, 31)
+
+    def consume(data: bytes) -> None:
+        nonlocal raw
+        raw += len(data)
+        diff_hasher.update(data)
+        if xz is not None:
+            xz.stdin.write(data)
+        elif not gzipped:
+            dest.write(gz.compress(data))
+
+    try:
+        for chunk in client.iter_blob(runtime.repository, layer["digest"], layer["size"]):
+            progress.update(len(chunk))
+            if runtime.compression == "gzip" and gzipped:
+                dest.write(chunk)
+            if unpack is None:
+                consume(chunk)
+                continue
+            data = unpack.decompress(chunk)
+            while unpack.eof and unpack.unused_data:
+                # A gzip blob may hold several members; each starts a new decompressor.
+                rest = unpack.unused_data
+                consume(data)
+                unpack = zlib.decompressobj(wbits=31)
+                data = unpack.decompress(rest)
+            consume(data)
+        if unpack is not None and not unpack.eof:
+            raise DigestMismatch(f"{label}: gzip stream of {layer['digest']} ends early")
+        if xz is not None:
+            xz.stdin.close()
+            if xz.wait() != 0:
+                raise OutputError(f"{label}: xz failed: {xz.stderr.read().decode(errors='replace').strip()}")
+        elif not gzipped:
+            dest.write(gz.flush())
+    except BrokenPipeError:
+        xz.wait()
+        raise OutputError(f"{label}: xz failed: {xz.stderr.read().decode(errors='replace').strip()}") from None
+    except zlib.error as exc:
+        raise RegistryError(f"{label}: blob {layer['digest']} is not valid gzip: {exc}") from None
+    finally:
+        if xz is not None and xz.poll() is None:
+            xz.kill()
+            xz.wait()
+    diff_id = "sha256:" + diff_hasher.hexdigest()
+    if diff_id != layer["diff_id"]:
+        raise DigestMismatch(f"{label}: uncompressed layer hashes to {diff_id}, the config says {layer['diff_id']}")
+    seconds = time.monotonic() - start
+    progress.done(raw, dest.tell(), seconds, runtime.compression)
+    return {"uncompressed": raw, "seconds": round(seconds, 3)}
+
+
+class _Progress:
+    """A line on stderr every few seconds for big layers: bytes in, total, MB/s."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label, self.total = label, total
+        self.seen = 0
+        self.start = self.last = time.monotonic()
+        self.loud = total >= PROGRESS_MIN_BYTES
+
+    def update(self, n: int) -> None:
+        self.seen += n
+        now = time.monotonic()
+        if self.loud and now - self.last >= PROGRESS_EVERY:
+            self.last = now
+            rate = self.seen / (now - self.start) / 1e6
+            self._say(f"{self.label}: {self.seen / 1e6:.1f}/{self.total / 1e6:.1f} MB downloaded, {rate:.1f} MB/s")
+
+    def done(self, raw: int, written: int, seconds: float, codec: str) -> None:
+        if self.loud:
+            rate = raw / max(seconds, 1e-6) / 1e6
+            self._say(
+                f"{self.label}: {raw / 1e6:.1f} MB -> {written / 1e6:.1f} MB {codec} in {seconds:.1f} s ({rate:.1f} MB/s)"
+            )
+
+    @staticmethod
+    def _say(line: str) -> None:
+        with _print_lock:
+            print(line, file=sys.stderr, flush=True)
+

@@ -1,0 +1,110 @@
+"""Atomic writes, and the lock that keeps two runs off one output folder."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import OutputError
+
+TMP_PREFIX = ".tmp-"
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """Write to a temp file in the same folder; rename over `path` only if the block succeeds."""
+    path = Path(path)
+    _mkdir(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write in {path.parent}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _unlink(tmp)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+        raise
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """Replace `path` atomically when its content differs; return whether it was written."""
+    path = Path(path)
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    with atomic_file(path) as f:
+        f.write(data)
+    return True
+
+
+def link_or_copy(source: Path, dest: Path) -> None:
+    """Make `dest` the same file as `source` (a hard link, a copy across devices), atomically."""
+    dest = Path(dest)
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.samefile(source, dest):
+            return
+    _mkdir(dest.parent)
+    tmp = dest.parent / f"{TMP_PREFIX}{dest.name}.{os.getpid()}"
+    _unlink(tmp)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        with open(source, "rb") as src, atomic_file(dest) as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+        return
+    os.replace(tmp, dest)
+
+
+def remove_temps(folder: Path) -> None:
+    """Remove what an interrupted run left behind in one folder."""
+    with contextlib.suppress(FileNotFoundError):
+        for entry in Path(folder).iterdir():
+            if entry.name.startswith(TMP_PREFIX) and entry.is_file():
+                _unlink(entry)
+
+
+@contextlib.contextmanager
+def locked(path: Path, *, wait: bool = True) -> Iterator[None]:
+    """An exclusive advisory lock on `path` (created if needed), released on exit or process death."""
+    _mkdir(Path(path).parent)
+    with open(path, "a+b") as f:
+        flags = fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB
+        try:
+            fcntl.flock(f, flags)
+        except BlockingIOError:
+            raise OutputError(f"{path} is locked by another run") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _mkdir(folder: Path) -> None:
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create folder {folder}: {exc.strerror}") from None
+
+
+def _unlink(path: str | Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

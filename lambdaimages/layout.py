@@ -1,0 +1,45 @@
+"""Where everything lives in the output folder.
+
+`<out>/<rt>` holds exactly what a runtime's branch publishes; the resolved upstream state and the
+content-addressed layer cache live in dot-folders beside it (a runtime name never starts with a dot).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+STATE = ".state"
+CACHE = ".cache"
+REPORTS = ".reports"
+
+
+def runtime_dir(out: Path, runtime: str) -> Path:
+    return Path(out) / runtime
+
+
+def arch_dir(out: Path, runtime: str, arch: str) -> Path:
+    return runtime_dir(out, runtime) / arch
+
+
+def state_path(out: Path, runtime: str, arch: str) -> Path:
+    """The resolved upstream state of one runtime and architecture (rewritten only when it changed)."""
+    return Path(out) / STATE / runtime / f"{arch}.json"
+
+
+def dockerfile(out: Path, runtime: str, arch: str | None = None) -> Path:
+    """`<rt>/Dockerfile.<rt>` (the default build) or `<rt>/<arch>/Dockerfile.<rt>`."""
+    folder = runtime_dir(out, runtime) if arch is None else arch_dir(out, runtime, arch)
+    return folder / f"Dockerfile.{runtime}"
+
+
+def cache_dir(out: Path, codec: str) -> Path:
+    return Path(out) / CACHE / codec
+
+
+def reports_dir(out: Path) -> Path:
+    return Path(out) / REPORTS
+
+
+def default_arch(architectures: tuple[str, ...]) -> str:
+    """The architecture the top-level Dockerfile builds: x86_64 as upstream publishes, else the first."""
+    return "x86_64" if "x86_64" in architectures else architectures[0]

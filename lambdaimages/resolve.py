@@ -1,0 +1,121 @@
+"""Resolve a runtime's upstream tag to the manifest, config and layers of one architecture."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import layout
+from .catalog import Runtime
+from .errors import RegistryError
+from .files import write_if_changed
+from .registry import INDEX_TYPES, MANIFEST_TYPES, RegistryClient
+
+PLATFORMS = {"x86_64": "amd64", "arm64": "arm64"}
+GZIP_TYPES = (
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+)
+TAR_TYPES = ("application/vnd.oci.image.layer.v1.tar",)
+LAYER_TYPES = GZIP_TYPES + TAR_TYPES
+
+_clients: dict[tuple, RegistryClient] = {}
+
+
+def client_for(registry: str, credentials: tuple[str, str] | None = None) -> RegistryClient:
+    """One client (connection pool, tokens) per registry for the whole process."""
+    key = (registry, credentials)
+    if key not in _clients:
+        _clients[key] = RegistryClient(registry, credentials=credentials)
+    return _clients[key]
+
+
+def resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: dict | None = None) -> dict:
+    """The upstream state of `runtime` on `arch`: digests, the whole config, layers with diff_ids.
+
+    With the previous state of the same reference, an unchanged digest is not fetched below:
+    a digest commits to everything under it, so a poll with nothing new downloads no blob.
+    """
+    where = f"{runtime.name} {arch} ({runtime.image})"
+    if previous and previous.get("reference") != runtime.image:
+        previous = None
+    try:
+        return _resolve(runtime, arch, client, previous or {})
+    except RegistryError as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+
+
+def _resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: dict) -> dict:
+    platform = PLATFORMS[arch]
+    top = client.get_manifest(runtime.repository, runtime.reference)
+    index_digest = None
+    if top.media_type in INDEX_TYPES:
+        index_digest = top.digest
+        if previous.get("index_digest") == index_digest:
+            return previous
+        entries = top.json().get("manifests") or []
+        matches = [
+            m
+            for m in entries
+            if (m.get("platform") or {}).get("architecture") == platform
+            and (m.get("platform") or {}).get("os") == "linux"
+            and m.get("mediaType", MANIFEST_TYPES[0]) in MANIFEST_TYPES
+        ]
+        if not matches:
+            offered = sorted(
+                f"{(m.get('platform') or {}).get('os')}/{(m.get('platform') or {}).get('architecture')}"
+                for m in entries
+            )
+            raise RegistryError(f"no linux/{platform} image in the index (it offers {', '.join(offered) or 'none'})")
+        manifest = client.get_manifest(runtime.repository, matches[0]["digest"])
+    elif top.media_type in MANIFEST_TYPES:
+        manifest = top
+    else:
+        raise RegistryError(f"unsupported manifest type {top.media_type!r}")
+    body = manifest.json()
+    config_digest = body["config"]["digest"]
+    if previous.get("config_digest") == config_digest:
+        config = previous["config"]
+    else:
+        config = json.loads(client.get_blob(runtime.repository, config_digest))
+    if config.get("architecture") != platform or config.get("os", "linux") != "linux":
+        raise RegistryError(
+            f"wrong architecture under the tag: asked for linux/{platform}, "
+            f"the image config says {config.get('os')}/{config.get('architecture')}"
+        )
+    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    layers = body.get("layers") or []
+    if len(diff_ids) != len(layers):
+        raise RegistryError(f"manifest lists {len(layers)} layers but the config has {len(diff_ids)} diff_ids")
+    for layer in layers:
+        if layer.get("mediaType") not in LAYER_TYPES:
+            raise RegistryError(f"layer {layer.get('digest')} has unsupported media type {layer.get('mediaType')!r}")
+    return {
+        "runtime": runtime.name,
+        "architecture": arch,
+        "reference": runtime.image,
+        "repository": runtime.repository,
+        "index_digest": index_digest,
+        "manifest_digest": manifest.digest,
+        "config_digest": config_digest,
+        "config": config,
+        "layers": [
+            {"digest": layer["digest"], "media_type": layer["mediaType"], "size": layer["size"], "diff_id": diff_id}
+            for layer, diff_id in zip(layers, diff_ids, strict=True)
+        ],
+    }
+
+
+def write_state(out: Path, state: dict) -> bool:
+    """Store the state; the file is rewritten only when upstream moved, so dependants rerun only then."""
+    data = (json.dumps(state, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    return write_if_changed(layout.state_path(out, state["runtime"], state["architecture"]), data)
+
+
+def read_state(out: Path, runtime: str, arch: str) -> dict:
+    return json.loads(layout.state_path(out, runtime, arch).read_text())
+
+
+def layer_hex(layer: dict) -> str:
+    """A tarball's name: the layer's diff_id, so `xz -dc f | sha256sum` proves it."""
+    return layer["diff_id"].removeprefix("sha256:")

@@ -1,0 +1,175 @@
+"""The actions and up-to-date checks behind dodo.py's tasks, one function per pipeline step."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from pathlib import Path
+
+from doit.exceptions import TaskFailed
+
+from . import engine, export, layout, render, resolve
+from .catalog import Runtime
+from .errors import ProjectError
+
+
+def one_line_errors(action):
+    """Foreseeable failures end the task with their one-line message instead of a traceback."""
+
+    @functools.wraps(action)
+    def wrapper(*args, **kwargs):
+        try:
+            return action(*args, **kwargs)
+        except ProjectError as exc:
+            return TaskFailed(str(exc))
+
+    return wrapper
+
+
+# -- resolve -------------------------------------------------------------------------------
+
+
+@one_line_errors
+def resolve_runtime(out: Path, runtime: Runtime) -> dict:
+    """Poll upstream for every architecture; state files change only when upstream moved."""
+    client = resolve.client_for(runtime.registry)
+    changed = []
+    for arch in runtime.architectures:
+        previous = _previous_state(out, runtime.name, arch)
+        state = resolve.resolve(runtime, arch, client, previous)
+        if resolve.write_state(out, state):
+            changed.append(arch)
+    if changed:
+        print(f"{runtime.name}: upstream {runtime.image} changed for {', '.join(changed)}")
+    return {}
+
+
+def _previous_state(out: Path, runtime: str, arch: str) -> dict | None:
+    try:
+        return resolve.read_state(out, runtime, arch)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def state_files(out: Path, runtime: Runtime) -> list[str]:
+    return [str(layout.state_path(out, runtime.name, arch)) for arch in runtime.architectures]
+
+
+# -- export --------------------------------------------------------------------------------
+
+
+@one_line_errors
+def export_runtime(out: Path, runtime: Runtime) -> dict:
+    client = resolve.client_for(runtime.registry)
+    tarballs = []
+    for arch in runtime.architectures:
+        state = resolve.read_state(out, runtime.name, arch)
+        tarballs += export.export(runtime, arch, state, out, client)
+    return {"tarballs": export.fingerprint(tarballs)}
+
+
+def tarballs_of(out: Path, runtime: Runtime) -> list[Path]:
+    paths = []
+    for arch in runtime.architectures:
+        try:
+            state = resolve.read_state(out, runtime.name, arch)
+        except (FileNotFoundError, ValueError):
+            return []
+        folder = layout.arch_dir(out, runtime.name, arch)
+        paths += [folder / f"{resolve.layer_hex(layer)}.{runtime.extension}" for layer in state["layers"]]
+    return paths
+
+
+def tarballs_unchanged(out: Path, runtime: Runtime):
+    """doit uptodate check: every tarball is still the file the last export left."""
+
+    def check(task, values) -> bool:
+        saved = values.get("tarballs")
+        paths = tarballs_of(out, runtime)
+        return bool(saved) and bool(paths) and saved == export.fingerprint(paths)
+
+    return check
+
+
+# -- render --------------------------------------------------------------------------------
+
+
+@one_line_errors
+def render_runtime(out: Path, runtime: Runtime) -> dict:
+    states = {arch: resolve.read_state(out, runtime.name, arch) for arch in runtime.architectures}
+    for path in render.render(runtime, states, out):
+        print(f"{runtime.name}: wrote {path}")
+    return {}
+
+
+# -- build ---------------------------------------------------------------------------------
+
+
+@functools.cache
+def _native_arch() -> str:
+    return engine.native_arch()
+
+
+_said_not_built: set[str] = set()
+
+
+def build_plan(out: Path, runtime: Runtime) -> tuple[Path, str, str] | None:
+    """(context folder, Dockerfile name, architecture) the engine can build, or None."""
+    arch = _native_arch()
+    if arch not in runtime.architectures:
+        return None
+    if arch == layout.default_arch(runtime.architectures):
+        return layout.runtime_dir(out, runtime.name), f"Dockerfile.{runtime.name}", arch
+    return layout.arch_dir(out, runtime.name, arch), f"Dockerfile.{runtime.name}", arch
+
+
+def tag(runtime: Runtime) -> str:
+    return f"{runtime.name}:local"
+
+
+def build_inputs(out: Path, runtime: Runtime) -> dict | None:
+    plan = build_plan(out, runtime)
+    if plan is None:
+        return None
+    context, dockerfile, arch = plan
+    text = (context / dockerfile).read_bytes()
+    tarballs = [context / line.split()[1] for line in text.decode().splitlines() if line.startswith("ADD ")]
+    return {"dockerfile": hashlib.sha256(text).hexdigest(), "tarballs": export.fingerprint(tarballs)}
+
+
+@one_line_errors
+def build_runtime(out: Path, runtime: Runtime) -> dict:
+    plan = build_plan(out, runtime)
+    native = _native_arch()
+    others = [a for a in runtime.architectures if a != native]
+    if others and native not in _said_not_built:
+        _said_not_built.add(native)
+        print(f"The engine is {native}: other architectures are snapshotted and rendered, not built.")
+    if plan is None:
+        print(f"{runtime.name}: no {native} image in the catalog; nothing to build")
+        return {"inputs": None, "image_id": None}
+    context, dockerfile, arch = plan
+    image = engine.build(context, dockerfile, tag(runtime), label=f"{runtime.name}")
+    print(f"{runtime.name}: built {tag(runtime)} ({arch}) {image}")
+    return {"inputs": build_inputs(out, runtime), "image_id": image}
+
+
+def image_current(out: Path, runtime: Runtime):
+    """doit uptodate check: same Dockerfile and tarballs as the last build, and its image still tagged."""
+
+    def check(task, values) -> bool:
+        if "inputs" not in values:
+            return False
+        try:
+            if values["inputs"] != build_inputs(out, runtime):
+                return False
+            return values["image_id"] is None or engine.image_id(tag(runtime)) == values["image_id"]
+        except (OSError, ProjectError):
+            return False
+
+    return check
+
+
+def dump(value: object) -> str:
+    return json.dumps(value, sort_keys=True)
