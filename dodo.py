@@ -10,16 +10,17 @@ from pathlib import Path
 from doit import get_var
 
 from lambdaimages import catalog as catalog_module
-from lambdaimages import render, steps
+from lambdaimages import files, render, steps
 from lambdaimages.console import Reporter
-from lambdaimages.errors import CatalogError
+from lambdaimages.errors import ProjectError
 
 CATALOG_FILE = get_var("catalog", "runtimes.yaml")
 OUT = Path(get_var("out", "build"))
 
 try:
     CATALOG = catalog_module.load(CATALOG_FILE)
-except CatalogError as exc:
+    LOCK = files.hold_output(OUT)
+except ProjectError as exc:
     sys.exit(f"error: {exc}")
 
 DOIT_CONFIG = {
@@ -76,6 +77,7 @@ def task_snapshot():
             "name": rt.name,
             "actions": None,
             "task_dep": [f"resolve:{rt.name}", f"export:{rt.name}", f"render:{rt.name}"],
+            "clean": [(steps.clean_snapshot, [OUT, rt])],
         }
 
 
@@ -87,5 +89,6 @@ def task_build():
             "actions": [(steps.build_runtime, [OUT, rt])],
             "task_dep": [f"snapshot:{rt.name}"],
             "uptodate": [steps.image_current(OUT, rt)],
+            "clean": [(steps.clean_image, [rt])],
             "verbosity": 2,
         }

@@ -141,7 +141,8 @@ class _Context:
             name = key.value
             if name in result:
                 first = _line(result[name][0])
-                raise self.fail(key, where, f"duplicate key '{name}' (first on line {first})")
+                what = "runtime" if where == "runtimes" else "key"
+                raise self.fail(key, where, f"duplicate {what} '{name}' (first on line {first})")
             if allowed is not None and name not in allowed:
                 raise self.fail(key, where, f"unknown key '{name}' (allowed: {', '.join(sorted(allowed))})")
             result[name] = (key, value)
@@ -158,7 +159,7 @@ class _Context:
 
     def settings(self, node: yaml.Node, where: str, allowed: set[str]) -> dict:
         out = {}
-        for key, (key_node, value_node) in self.mapping(node, where, allowed).items():
+        for key, (_, value_node) in self.mapping(node, where, allowed).items():
             if key in SETTING_KEYS:
                 out[key] = self.setting(key, value_node, where)
         return out

@@ -2,7 +2,15 @@
 
 
 class ProjectError(Exception):
-    """Base of every foreseeable failure: printed as one line, never as a traceback."""
+    """Base of every foreseeable failure: printed as one line, never as a traceback.
+
+    `cause` is the part of the message shared by every task the same fault stops (a registry that
+    is down), so that a run reports it once, not once per runtime.
+    """
+
+    def __init__(self, message: str, cause: str | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class CatalogError(ProjectError):

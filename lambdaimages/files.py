@@ -108,3 +108,29 @@ def _mkdir(folder: Path) -> None:
 def _unlink(path: str | Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def hold_output(out: Path):
+    """Create the output folder and hold its lock for the life of the process.
+
+    A second run on the same folder is refused at once, naming the process that holds it.
+    """
+    out = Path(out)
+    _mkdir(out)
+    path = out / ".lock"
+    try:
+        f = open(path, "a+")
+    except OSError as exc:
+        raise OutputError(f"cannot write in output folder {out}: {exc.strerror}") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise OutputError(f"output folder {out} is in use by another doit run (pid {holder}); try again when it ends")
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f

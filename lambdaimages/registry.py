@@ -120,9 +120,11 @@ class RegistryClient:
                 resp = self._session.request(method, url, headers=headers, timeout=self._timeout, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 attempt += 1
-                if attempt > self._retries or _is_refused_or_dns(exc):
-                    message = f"registry {self.name} unreachable while fetching {what}: {_short(exc)}"
-                    if not isinstance(exc, requests.ReadTimeout):
+                # Refused, unresolvable or silent on connect: down, not busy; say so at once.
+                down = isinstance(exc, requests.ConnectTimeout) or _is_refused_or_dns(exc)
+                if attempt > self._retries or down:
+                    message = f"registry {self.name} unreachable ({_short(exc)})"
+                    if down:
                         with self._lock:
                             self._unreachable[self.base_url] = message
                     raise RegistryUnreachable(message) from None

@@ -25,7 +25,7 @@ IGNORED_WHEN_EMPTY = {
 }  # fmt: skip
 RENDERED = {"Env", "Labels", "User", "WorkingDir", "ExposedPorts", "Volumes", "StopSignal", "Entrypoint", "Cmd"}
 ENV_NAME_RE = re.compile(r"^[^\s=\"'\\$]+$")
-PLAIN_RE = re.compile(r"^[^\s\"'\\$]+(?: [^\s\"'\\$]+)*$")
+WORD_RE = re.compile(r"^[^\s\"'\\$]+$")
 PORT_RE = re.compile(r"^[0-9]{1,5}(?:/(?:tcp|udp|sctp))?$")
 
 
@@ -73,17 +73,17 @@ def dockerfile_context(runtime: Runtime, state: dict, prefix: str = "") -> dict:
         env.append((name, value))
     labels = sorted((config.get("Labels") or {}).items())
     user = config.get("User") or None
-    if user is not None and not PLAIN_RE.match(user):
+    if user is not None and not WORD_RE.match(user):
         raise fail("User", f"{user!r} has spaces, quotes, '$' or backslashes")
     workdir = config.get("WorkingDir") or None
-    if workdir is not None and not PLAIN_RE.match(workdir):
-        raise fail("WorkingDir", f"{workdir!r} has quotes, '$', backslashes or stray spaces")
+    if workdir is not None and not WORD_RE.match(workdir):
+        raise fail("WorkingDir", f"{workdir!r} has spaces, quotes, '$' or backslashes")
     ports = sorted(config.get("ExposedPorts") or {})
     for port in ports:
         if not PORT_RE.match(port):
             raise fail("ExposedPorts", f"{port!r} is not PORT[/tcp|udp|sctp]")
     stop_signal = config.get("StopSignal") or None
-    if stop_signal is not None and not PLAIN_RE.match(stop_signal):
+    if stop_signal is not None and not WORD_RE.match(stop_signal):
         raise fail("StopSignal", repr(stop_signal))
     ext = runtime.extension
     return {

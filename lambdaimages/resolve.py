@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import layout
 from .catalog import Runtime
-from .errors import RegistryError
+from .errors import RegistryError, RegistryUnreachable
 from .files import write_if_changed
 from .registry import INDEX_TYPES, MANIFEST_TYPES, RegistryClient
 
@@ -42,7 +42,8 @@ def resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: dict 
     try:
         return _resolve(runtime, arch, client, previous or {})
     except RegistryError as exc:
-        raise type(exc)(f"{where}: {exc}") from None
+        cause = str(exc) if isinstance(exc, RegistryUnreachable) else None
+        raise type(exc)(f"{where}: {exc}", cause=cause) from None
 
 
 def _resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: dict) -> dict:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
+import shutil
 from pathlib import Path
 
 from doit.exceptions import TaskFailed
 
 from . import engine, export, layout, render, resolve
 from .catalog import Runtime
-from .errors import ProjectError
+from .errors import ProjectError, RegistryUnreachable
 
 
 def one_line_errors(action):
@@ -22,7 +22,10 @@ def one_line_errors(action):
         try:
             return action(*args, **kwargs)
         except ProjectError as exc:
-            return TaskFailed(str(exc))
+            fail = TaskFailed(str(exc))
+            fail.cause = exc.cause
+            fail.unreachable = isinstance(exc, RegistryUnreachable)
+            return fail
 
     return wrapper
 
@@ -171,5 +174,21 @@ def image_current(out: Path, runtime: Runtime):
     return check
 
 
-def dump(value: object) -> str:
-    return json.dumps(value, sort_keys=True)
+# -- clean ---------------------------------------------------------------------------------
+
+
+def clean_snapshot(out: Path, runtime: Runtime) -> None:
+    """Remove what a runtime's snapshot wrote (the shared layer cache stays)."""
+    for folder in (layout.runtime_dir(out, runtime.name), layout.state_path(out, runtime.name, "x").parent):
+        if folder.exists():
+            shutil.rmtree(folder)
+            print(f"removed {folder}")
+
+
+def clean_image(runtime: Runtime) -> None:
+    try:
+        if engine.image_id(tag(runtime)):
+            engine.client().images.remove(tag(runtime))
+            print(f"removed image {tag(runtime)}")
+    except ProjectError as exc:
+        print(f"{runtime.name}: {exc}")
