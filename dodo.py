@@ -92,3 +92,12 @@ def task_build():
             "clean": [(steps.clean_image, [rt])],
             "verbosity": 2,
         }
+
+
+def task_demo():
+    """Run the whole pipeline offline: sample images on a local registry -> snapshot, build, verify."""
+    return {
+        "actions": [(steps.run_demo, [Path(get_var("demo_out", "build-demo"))])],
+        "uptodate": [False],
+        "verbosity": 2,
+    }

@@ -192,3 +192,13 @@ def clean_image(runtime: Runtime) -> None:
             print(f"removed image {tag(runtime)}")
     except ProjectError as exc:
         print(f"{runtime.name}: {exc}")
+
+
+# -- demo ----------------------------------------------------------------------------------
+
+
+def run_demo(out: Path):
+    from . import demo
+
+    code = demo.run(out)
+    return None if code == 0 else TaskFailed(f"the demo's doit run failed (exit {code}); see above")

@@ -4,26 +4,15 @@ import hashlib
 import json
 import lzma
 import os
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from doit_cli import run_doit
 
 from lambdaimages import samples
 from lambdaimages.registry import RegistryClient
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_doit(catalog: Path, out: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), f"catalog={catalog}", f"out={out}", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"doit {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def snapshot_files(out: Path) -> dict[str, int]:
@@ -180,13 +169,17 @@ def test_state_file_records_upstream(world):
 
 def test_unreachable_registry_fails_fast_with_one_line(tmp_path):
     catalog = tmp_path / "runtimes.yaml"
-    catalog.write_text("defaults:\n  registry: http://127.0.0.1:9\nruntimes:\n  x.a:\n    image: a:1\n  x.b:\n    image: b:1\n")
+    catalog.write_text(
+        "defaults:\n  registry: http://127.0.0.1:9\nruntimes:\n  x.a:\n    image: a:1\n  x.b:\n    image: b:1\n"
+    )
     started = time.monotonic()
     proc = run_doit(catalog, tmp_path / "out", check=False)
     assert time.monotonic() - started < 10
     assert proc.returncode != 0
     failed = [line for line in proc.stdout.splitlines() if line.startswith("FAILED")]
-    assert failed[0].startswith("FAILED resolve:x.a: x.a x86_64 (http://127.0.0.1:9/a:1): registry http://127.0.0.1:9 unreachable")
+    assert failed[0].startswith(
+        "FAILED resolve:x.a: x.a x86_64 (http://127.0.0.1:9/a:1): registry http://127.0.0.1:9 unreachable"
+    )
     assert "doit demo" in proc.stdout
 
 

@@ -1,0 +1,103 @@
+"""`doit demo`: the whole pipeline offline, on sample images pushed to a local registry."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from . import layout, samples
+from .localregistry import LocalRegistry
+from .registry import RegistryClient
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFERRED_PORT = 5123  # stable across demo runs, so a rerun finds everything up to date
+EVENT = {"hello": "world"}
+# name -> (repository:tag, architectures, compression)
+RUNTIMES = {
+    "demo.python": ("lambda/demo-python:3.12", ("x86_64", "arm64"), "xz"),
+    "demo.nodejs": ("lambda/demo-nodejs:22", ("x86_64", "arm64"), "xz"),
+    "demo.provided": ("lambda/demo-provided:al2023", ("x86_64",), "gzip"),
+}
+TASKS = ("snapshot", "build")
+
+
+def catalog_text(registry_url: str) -> str:
+    lines = [
+        "# Written by `doit demo`: sample images on a local registry.",
+        "defaults:",
+        f"  registry: {registry_url}",
+        "runtimes:",
+    ]
+    for name, (image, arches, compression) in RUNTIMES.items():
+        expect = {"echo": EVENT, "runtime": name, "version": "1"}
+        lines += [
+            f"  {name}:",
+            f"    image: {image}",
+            f"    architectures: [{', '.join(arches)}]",
+            f"    compression: {compression}",
+            "    smoke:",
+            "      handler: function.handler",
+            f"      event: {json.dumps(EVENT)}",
+            f"      expect: {json.dumps(expect)}",
+            "      timeout: 20",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def push_samples(client: RegistryClient) -> None:
+    for name, (image, arches, _) in RUNTIMES.items():
+        repository, tag = image.rsplit(":", 1)
+        images = {arch: samples.lambda_like_image(name, arch) for arch in arches}
+        samples.push_image(client, repository, tag, images)
+        print(f"demo: pushed {image} ({', '.join(arches)})", flush=True)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def run(out: Path, tasks: tuple[str, ...] = TASKS) -> int:
+    """Start a registry, push the samples, run doit on them into `out`, summarise; the exit code."""
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    port = PREFERRED_PORT if _port_free(PREFERRED_PORT) else None
+    with LocalRegistry(port=port) as registry:
+        print(f"demo: local registry at {registry.url}", flush=True)
+        push_samples(RegistryClient(registry.url))
+        catalog = out / "runtimes.yaml"
+        catalog.write_text(catalog_text(registry.url))
+        cmd = [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), f"catalog={catalog}", f"out={out}", *tasks]
+        print(f"demo: {' '.join(cmd[2:])}", flush=True)
+        code = subprocess.run(cmd, cwd=ROOT).returncode
+    print(summary(out), flush=True)
+    return code
+
+
+def summary(out: Path) -> str:
+    """A table of what the demo made: per runtime and architecture, layers and tarball sizes."""
+    rows = [("runtime", "arch", "layers", "tarballs MB", "Dockerfile")]
+    for name, (_, arches, _) in RUNTIMES.items():
+        for arch in arches:
+            folder = layout.arch_dir(out, name, arch)
+            tarballs = sorted(folder.glob("*.tar.*"))
+            size = sum(p.stat().st_size for p in tarballs) / 1e6
+            dockerfile = layout.dockerfile(out, name, arch)
+            rows.append((name, arch, str(len(tarballs)), f"{size:.2f}", str(dockerfile.relative_to(out.parent))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["", f"demo: output in {out}"]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.append(f"Build one yourself: cd {layout.runtime_dir(out, 'demo.python')} && "
+                 "docker build -t demo.python:local -f Dockerfile.demo.python .")  # fmt: skip
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(run(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "build-demo"))
