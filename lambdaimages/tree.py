@@ -1,0 +1,381 @@
+"""The merged filesystem of an image, read from its layer tars as streams, and readable diffs of two such trees."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import os
+import posixpath
+import shutil
+import tarfile
+import tempfile
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+CHUNK = 1 << 20
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+TYPES = {
+    tarfile.REGTYPE: "file",
+    tarfile.AREGTYPE: "file",
+    tarfile.CONTTYPE: "file",
+    tarfile.GNUTYPE_SPARSE: "file",
+    tarfile.DIRTYPE: "dir",
+    tarfile.SYMTYPE: "symlink",
+    tarfile.CHRTYPE: "char",
+    tarfile.BLKTYPE: "block",
+    tarfile.FIFOTYPE: "fifo",
+}
+
+LayerSource = BinaryIO | str | os.PathLike
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One path of a merged tree, with what survives a rebuild (so no mtime: Docker zeroes pre-1970 ones).
+
+    `hardlinks` is every path of the entry's hardlink group, itself included, sorted; empty if it has none.
+    """
+
+    path: str
+    type: str
+    mode: int
+    uid: int
+    gid: int
+    size: int = 0
+    sha256: str | None = None
+    linkname: str | None = None
+    devmajor: int | None = None
+    devminor: int | None = None
+    hardlinks: tuple[str, ...] = ()
+
+
+@dataclass(slots=True, eq=False)
+class _Node:
+    """What a path holds while merging; hardlinked paths share one node as they share one inode."""
+
+    type: str
+    mode: int
+    uid: int
+    gid: int
+    size: int = 0
+    sha256: str | None = None
+    linkname: str | None = None
+    devmajor: int | None = None
+    devminor: int | None = None
+
+
+@dataclass
+class _Layer:
+    entries: dict[str, _Node] = field(default_factory=dict)
+    whiteouts: set[str] = field(default_factory=set)  # paths deleted, with what is below them
+    opaques: set[str] = field(default_factory=set)  # directories whose lower content is hidden
+
+
+def merge_layers(layers: Iterable[LayerSource]) -> dict[str, Entry]:
+    """The filesystem an image's layers make, read as streams (nothing is extracted), by path in tree order.
+
+    Layers apply lowest first with OCI whiteouts: `.wh.<name>` deletes `name` and what is below it from lower
+    layers, `.wh..wh..opq` hides everything lower layers put in its directory; a whiteout never hides an entry
+    of its own layer. Missing parent directories appear as Docker creates them (0755, root). Each layer is a tar,
+    plain or gzip, bzip2 or xz compressed. Paths are recorded as Docker cleans them, never followed or written.
+
+    Args:
+        layers: open binary streams or paths of the layer tars.
+
+    Raises:
+        ValueError: a layer is not a readable tar, or holds a hardlink to nothing or an unknown entry type.
+    """
+    tree: dict[str, _Node] = {}
+    for index, layer in enumerate(layers):
+        with ExitStack() as stack:
+            if isinstance(layer, str | os.PathLike):
+                name, stream = os.fspath(layer), stack.enter_context(open(layer, "rb"))
+            else:
+                name, stream = getattr(layer, "name", f"layer {index}"), layer
+            try:
+                _apply(tree, _read_layer(stream, tree, name))
+            except (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error) as error:
+                raise ValueError(f"{name}: not a readable layer tar: {error}") from error
+    return _entries(tree)
+
+
+def _normalize(name: str) -> str:
+    # Lexical only, as Docker's filepath.Clean: "/a" and "./a" are "a", "a/../b" is "b", "../x" stays "../x".
+    path = posixpath.normpath(name.lstrip("/"))
+    return "" if path == "." else path
+
+
+def _read_layer(stream: BinaryIO, lower: dict[str, _Node], name: str) -> _Layer:
+    layer = _Layer()
+    with tarfile.open(fileobj=stream, mode="r|*") as archive:  # "r|*" detects the compression by magic bytes
+        while (member := archive.next()) is not None:
+            archive.members.clear()  # stream mode would otherwise keep every header it has read
+            path = _normalize(member.name)
+            parent, base = posixpath.split(path)
+            if base == OPAQUE:
+                layer.opaques.add(parent)
+            elif base.startswith(WHITEOUT + WHITEOUT):
+                continue  # aufs bookkeeping such as .wh..wh.plnk, never content
+            elif base.startswith(WHITEOUT) and base != WHITEOUT:
+                layer.whiteouts.add(posixpath.join(parent, base.removeprefix(WHITEOUT)))
+            elif path:  # the root itself: Docker's layers never carry it, so its attributes cannot be compared
+                layer.entries[path] = _node(archive, member, layer.entries, lower, name)
+    return layer
+
+
+def _node(archive: tarfile.TarFile, member: tarfile.TarInfo, same: dict, lower: dict, name: str) -> _Node:
+    if member.islnk():
+        # Docker resolves a hardlink against the merged tree, then chowns and chmods the shared inode.
+        target = same.get(_normalize(member.linkname)) or lower.get(_normalize(member.linkname))
+        if target is None or target.type == "dir":
+            raise ValueError(f"{name}: hardlink {member.name} to {member.linkname}, which is not in the tree")
+        target.uid, target.gid = member.uid, member.gid
+        if target.type != "symlink":
+            target.mode = member.mode & 0o7777
+        return target
+    kind = TYPES.get(member.type)
+    if kind is None:
+        raise ValueError(f"{name}: {member.name} has unsupported tar entry type {member.type!r}")
+    # Tars from `docker save` carry file-type bits in the mode field; a symlink's own mode means nothing on Linux.
+    node = _Node(kind, 0o777 if kind == "symlink" else member.mode & 0o7777, member.uid, member.gid)
+    if kind == "file":
+        node.size, node.sha256 = member.size, _sha256(archive.extractfile(member))
+    elif kind == "symlink":
+        node.linkname = member.linkname
+    elif kind in ("char", "block"):
+        node.devmajor, node.devminor = member.devmajor, member.devminor
+    return node
+
+
+def _sha256(stream: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := stream.read(CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _apply(tree: dict[str, _Node], layer: _Layer) -> None:
+    # A layer's deletions hit only lower layers, so they go before its own entries land. A non-directory that
+    # replaces a directory deletes what was below it.
+    replaced = {path for path, node in layer.entries.items() if node.type != "dir" and path in tree}
+    deleted = layer.whiteouts | {path for path in replaced if tree[path].type == "dir"}
+    if deleted or layer.opaques:
+        for path in [path for path in tree if _hidden(path, deleted, layer.opaques)]:
+            del tree[path]
+    tree.update(layer.entries)
+    # Docker creates missing parents of an entry as root-owned 0755 directories, and `docker save` lists them.
+    for path in layer.entries:
+        parent = posixpath.dirname(path)
+        while parent and parent not in tree and parent.split("/")[0] != "..":
+            tree[parent] = _Node("dir", 0o755, 0, 0)
+            parent = posixpath.dirname(parent)
+
+
+def _hidden(path: str, deleted: set[str], opaques: set[str]) -> bool:
+    if path in deleted:
+        return True
+    while path:
+        path = posixpath.dirname(path)
+        if path in deleted or path in opaques:
+            return True
+    return False
+
+
+def _tree_order(path: str) -> list[str]:
+    # Component-wise, so that a directory's descendants follow it ("a", "a/b", "a-c"; plain sorting puts "a-c" first).
+    return path.split("/")
+
+
+def _entries(tree: dict[str, _Node]) -> dict[str, Entry]:
+    groups: dict[_Node, list[str]] = defaultdict(list)
+    for path, node in tree.items():
+        groups[node].append(path)
+    hardlinks = {node: tuple(sorted(paths)) for node, paths in groups.items() if len(paths) > 1}
+    entries = {}
+    for path in sorted(tree, key=_tree_order):
+        node = tree[path]
+        fields = {name: getattr(node, name) for name in _Node.__slots__}
+        entries[path] = Entry(path, **fields, hardlinks=hardlinks.get(node, ()))
+    return entries
+
+
+@contextmanager
+def layers_of_docker_save(archive: BinaryIO | Iterable[bytes]) -> Iterator[list[BinaryIO]]:
+    """Spool a `docker save` archive to an anonymous temp file and yield its layer tars as streams, lowest first.
+
+    Reads the legacy layout (manifest.json, `<id>/layer.tar`, repeated layers as symlinks) and the OCI layout of
+    newer engines (index.json, blobs/sha256/<hex>). The temp file is gone when the context ends.
+
+    Args:
+        archive: a binary stream, or the byte chunks `docker.models.images.Image.save()` returns.
+
+    Raises:
+        ValueError: the archive is not a docker save archive of exactly one image.
+    """
+    with tempfile.TemporaryFile(prefix="docker-save-") as spool:
+        if hasattr(archive, "read"):
+            shutil.copyfileobj(archive, spool, CHUNK)
+        else:
+            for chunk in archive:
+                spool.write(chunk)
+        spool.seek(0)
+        try:
+            outer = tarfile.open(fileobj=spool, mode="r:")
+            layers = [_open_member(outer, name) for name in _layer_names(outer)]
+        except (tarfile.TarError, KeyError, json.JSONDecodeError) as error:
+            raise ValueError(f"not a docker save archive: {error}") from error
+        yield layers
+
+
+def _open_member(outer: tarfile.TarFile, name: str) -> BinaryIO:
+    stream = outer.extractfile(name)
+    if stream is None:
+        raise ValueError(f"docker save archive: {name} is not a file")
+    stream.raw.name = name  # so that errors name the layer, not the spool's file descriptor
+    return stream
+
+
+def _layer_names(outer: tarfile.TarFile) -> list[str]:
+    names = set(outer.getnames())
+    if "manifest.json" in names:
+        images = json.load(outer.extractfile("manifest.json"))
+        if len(images) != 1:
+            raise ValueError(f"docker save archive holds {len(images)} images, expected 1")
+        return images[0]["Layers"]
+    document = json.load(outer.extractfile("index.json"))  # OCI layout only: follow the index to the manifest
+    while "manifests" in document:
+        if len(document["manifests"]) != 1:
+            raise ValueError(f"OCI index lists {len(document['manifests'])} manifests, expected 1")
+        document = json.load(outer.extractfile(_blob(document["manifests"][0]["digest"])))
+    return [_blob(layer["digest"]) for layer in document["layers"]]
+
+
+def _blob(digest: str) -> str:
+    algorithm, _, hex_digest = digest.partition(":")
+    return f"blobs/{algorithm}/{hex_digest}"
+
+
+@dataclass(frozen=True)
+class TreeDiff:
+    """How two trees differ: entries only in the old one, only in the new one, and (old, new) pairs that differ."""
+
+    removed: tuple[Entry, ...]
+    added: tuple[Entry, ...]
+    changed: tuple[tuple[Entry, Entry], ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.removed or self.added or self.changed)
+
+    @property
+    def total(self) -> int:
+        return len(self.removed) + len(self.added) + len(self.changed)
+
+    def describe(self, limit: int = 20, old: str = "upstream", new: str = "built") -> list[str]:
+        """Readable lines, one per difference in tree order (a whole missing directory is one line), then a count.
+
+        Args:
+            limit: at most this many difference lines.
+            old, new: what to call the two trees.
+        """
+        if not self:
+            return [f"no differences between {old} and {new}"]
+        lines = [(entry.path, f"only {old}: {text}") for entry, text in _folded(self.removed)]
+        lines += [(entry.path, f"only {new}: {text}") for entry, text in _folded(self.added)]
+        lines += [(a.path, f"{a.path}: {_differences(a, b)}") for a, b in self.changed]
+        lines.sort(key=lambda line: _tree_order(line[0]))
+        shown = [text for _, text in lines[:limit]]
+        if len(lines) > limit:
+            shown.append(f"... and {len(lines) - limit} more lines")
+        shown.append(
+            f"{self.total} differences ({old} vs {new}): {len(self.removed)} only {old}, "
+            f"{len(self.added)} only {new}, {len(self.changed)} changed"
+        )
+        return shown
+
+
+def diff_trees(old: dict[str, Entry], new: dict[str, Entry]) -> TreeDiff:
+    """Compare two trees from `merge_layers`; every attribute of `Entry` counts."""
+    return TreeDiff(
+        removed=tuple(old[path] for path in old if path not in new),
+        added=tuple(new[path] for path in new if path not in old),
+        changed=tuple((old[path], new[path]) for path in old if path in new and old[path] != new[path]),
+    )
+
+
+def _folded(entries: tuple[Entry, ...]) -> list[tuple[Entry, str]]:
+    # Entries below one that is itself listed count on its line: a missing directory is one line, not thousands.
+    folded: list[list] = []
+    for entry in sorted(entries, key=lambda entry: _tree_order(entry.path)):
+        if folded and entry.path.startswith(folded[-1][0].path + "/"):
+            folded[-1][1] += 1
+        else:
+            folded.append([entry, 0])
+    return [(entry, f"{entry.path} (and {below} below)" if below else entry.path) for entry, below in folded]
+
+
+def _differences(a: Entry, b: Entry) -> str:
+    def show(value: str | tuple[str, ...] | None) -> str:
+        text = " ".join(value) if isinstance(value, tuple) else value
+        return text or "-"
+
+    parts = []
+    if a.type != b.type:
+        parts.append(f"type {a.type} vs {b.type}")
+    if a.linkname != b.linkname:
+        parts.append(f"target {show(a.linkname)} vs {show(b.linkname)}")
+    if a.mode != b.mode:
+        parts.append(f"mode {a.mode:04o} vs {b.mode:04o}")
+    if a.uid != b.uid:
+        parts.append(f"uid {a.uid} vs {b.uid}")
+    if a.gid != b.gid:
+        parts.append(f"gid {a.gid} vs {b.gid}")
+    if a.sha256 != b.sha256:
+        parts.append(f"sha256 {show(a.sha256 and a.sha256[:12] + '…')} vs {show(b.sha256 and b.sha256[:12] + '…')}")
+    if a.size != b.size:
+        parts.append(f"size {a.size} vs {b.size}")
+    if (a.devmajor, a.devminor) != (b.devmajor, b.devminor):
+        parts.append(f"device {a.devmajor},{a.devminor} vs {b.devmajor},{b.devminor}")
+    if a.hardlinks != b.hardlinks:
+        parts.append(f"hardlinks {show(a.hardlinks)} vs {show(b.hardlinks)}")
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class DirSummary:
+    """Counts of one directory's differences, and how many bytes of file content it gained (negative: lost)."""
+
+    added: int = 0
+    removed: int = 0
+    changed: int = 0
+    bytes_delta: int = 0
+
+
+def summarize_by_top_dir(diff: TreeDiff, depth: int = 2) -> dict[str, DirSummary]:
+    """The differences per directory of the first `depth` path components (e.g. "usr/lib"), sorted, for changelogs."""
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+
+    def count(entry: Entry, column: int, delta: int) -> None:
+        row = counts["/".join(entry.path.split("/")[:depth])]
+        row[column] += 1
+        row[3] += delta
+
+    for entry in diff.added:
+        count(entry, 0, _bytes(entry))
+    for entry in diff.removed:
+        count(entry, 1, -_bytes(entry))
+    for a, b in diff.changed:
+        count(a, 2, _bytes(b) - _bytes(a))
+    return {top: DirSummary(*counts[top]) for top in sorted(counts, key=_tree_order)}
+
+
+def _bytes(entry: Entry) -> int:
+    # A hardlink group's content is on disk once: count it for the group's first path only.
+    if entry.type != "file" or (entry.hardlinks and entry.hardlinks[0] != entry.path):
+        return 0
+    return entry.size
