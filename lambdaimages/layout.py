@@ -11,6 +11,7 @@ from pathlib import Path
 STATE = ".state"
 CACHE = ".cache"
 REPORTS = ".reports"
+PUBLISH = ".publish"
 
 
 def runtime_dir(out: Path, runtime: str) -> Path:
@@ -24,6 +25,16 @@ def arch_dir(out: Path, runtime: str, arch: str) -> Path:
 def state_path(out: Path, runtime: str, arch: str) -> Path:
     """The resolved upstream state of one runtime and architecture (rewritten only when it changed)."""
     return Path(out) / STATE / runtime / f"{arch}.json"
+
+
+def previous_state_path(out: Path, runtime: str, arch: str) -> Path:
+    """The state that `state_path` held before upstream last moved: the last snapshot kept locally."""
+    return Path(out) / STATE / runtime / f"{arch}.previous.json"
+
+
+def publish_dir(out: Path, runtime: str) -> Path:
+    """The private git directory (bare, own index) in which a runtime's branch commits are made."""
+    return Path(out) / PUBLISH / f"{runtime}.git"
 
 
 def dockerfile(out: Path, runtime: str, arch: str | None = None) -> Path:
