@@ -21,7 +21,7 @@ RUNTIMES = {
     "demo.nodejs": ("lambda/demo-nodejs:22", ("x86_64", "arm64"), "xz"),
     "demo.provided": ("lambda/demo-provided:al2023", ("x86_64",), "gzip"),
 }
-TASKS = ("snapshot", "build")
+TASKS = ("snapshot", "build", "verify")
 
 
 def catalog_text(registry_url: str) -> str:

@@ -1,0 +1,230 @@
+"""Verification reports: one result file per runtime, a JSON summary and JUnit XML for CI, and the terminal table.
+
+`<out>/.reports/verify/<rt>.json` holds a runtime's last result with the inputs it was made from; the summary
+files list every runtime of the catalog, a result whose inputs are no longer current as "not verified".
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import layout, verify
+from .catalog import Catalog, Runtime
+from .errors import ProjectError
+from .files import atomic_file
+from .verify import CHECKS, FAIL, PASS, RuntimeResult
+
+FORMAT = 1
+SUMMARY_JSON = "verify.json"
+JUNIT_XML = "verify.xml"
+RESULTS = "verify"
+NOT_VERIFIED = "not verified"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One runtime of the catalog in the summary: its result if it is current, else why there is none."""
+
+    runtime: Runtime
+    result: RuntimeResult | None
+    status: str  # PASS, FAIL or NOT_VERIFIED
+    reason: str = ""
+    verified_at: str | None = None
+
+
+def result_path(out: Path, runtime: str) -> Path:
+    return layout.reports_dir(out) / RESULTS / f"{runtime}.json"
+
+
+def record(out: Path, result: RuntimeResult, inputs: dict) -> None:
+    """Store a runtime's result with the inputs it was made from (atomically)."""
+    data = {"format": FORMAT, "verified_at": _now(), "inputs": inputs, "result": result.to_json()}
+    with atomic_file(result_path(out, result.runtime)) as f:
+        f.write((json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
+
+
+def verdicts(out: Path, catalog: Catalog) -> list[Verdict]:
+    """Every runtime of the catalog with its last result, which counts only while its inputs are current."""
+    found = []
+    for runtime in catalog.runtimes:
+        try:
+            data = json.loads(result_path(out, runtime.name).read_text(encoding="utf-8"))
+            result = RuntimeResult.from_json(data["result"])
+        except FileNotFoundError:
+            found.append(Verdict(runtime, None, NOT_VERIFIED, f"never verified: run doit verify:{runtime.name}"))
+            continue
+        except (OSError, ValueError, KeyError, TypeError):
+            found.append(Verdict(runtime, None, NOT_VERIFIED, f"unreadable result: run doit verify:{runtime.name}"))
+            continue
+        try:
+            current = data.get("inputs") == verify.inputs(out, runtime)
+        except ProjectError as exc:
+            found.append(Verdict(runtime, None, NOT_VERIFIED, str(exc)))
+            continue
+        if not current:
+            reason = f"the image or snapshot changed since it was verified: run doit verify:{runtime.name}"
+            found.append(Verdict(runtime, None, NOT_VERIFIED, reason, data.get("verified_at")))
+            continue
+        found.append(Verdict(runtime, result, FAIL if result.failed else PASS, "", data.get("verified_at")))
+    return found
+
+
+def write(out: Path, found: list[Verdict]) -> tuple[Path, Path]:
+    """Write the JSON summary and the JUnit XML of `found` into `<out>/.reports/`; their paths."""
+    folder = layout.reports_dir(out)
+    summary, junit = folder / SUMMARY_JSON, folder / JUNIT_XML
+    with atomic_file(summary) as f:
+        f.write((json.dumps(summary_json(found), indent=2, ensure_ascii=False) + "\n").encode())
+    with atomic_file(junit) as f:
+        ET.ElementTree(junit_xml(found)).write(f, encoding="utf-8", xml_declaration=True)
+    return summary, junit
+
+
+def summary_json(found: list[Verdict]) -> dict:
+    counts = {status: sum(verdict.status == status for verdict in found) for status in (PASS, FAIL, NOT_VERIFIED)}
+    runtimes = []
+    for verdict in found:
+        item = {"runtime": verdict.runtime.name, "status": verdict.status, "verified_at": verdict.verified_at}
+        if verdict.reason:
+            item["reason"] = verdict.reason
+        if verdict.result is not None:
+            item["architectures"] = [
+                {
+                    **_without_checks(arch),
+                    "seconds": round(arch.seconds, 3),
+                    "checks": [_check_json(c) for c in arch.checks],
+                }
+                for arch in verdict.result.architectures
+            ]
+        runtimes.append(item)
+    return {
+        "format": FORMAT,
+        "generated_at": _now(),
+        "passed": bool(found) and counts[PASS] == len(found),
+        "counts": {
+            "runtimes": len(found),
+            "passed": counts[PASS],
+            "failed": counts[FAIL],
+            "not_verified": counts[NOT_VERIFIED],
+        },
+        "runtimes": runtimes,
+    }
+
+
+def _without_checks(arch: verify.ArchResult) -> dict:
+    return {"arch": arch.arch, "image": arch.image, "image_id": arch.image_id, "notes": list(arch.notes)}
+
+
+def _check_json(check: verify.Check) -> dict:
+    return {
+        "name": check.name,
+        "status": check.status,
+        "summary": check.summary,
+        "details": list(check.details),
+        "seconds": round(check.seconds, 3),
+    }
+
+
+def junit_xml(found: list[Verdict]) -> ET.Element:
+    """JUnit XML: a testsuite per runtime, a testcase per architecture and check.
+
+    A failed check is a <failure>, a check that does not apply (not built, no smoke test) is <skipped>, and a
+    runtime without a current result is one testcase with an <error>.
+    """
+    suites = ET.Element("testsuites", name="lambdaimages verify")
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0, "time": 0.0}
+    for verdict in found:
+        suite = ET.SubElement(suites, "testsuite", name=verdict.runtime.name)
+        counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0, "time": 0.0}
+        if verdict.result is None:
+            case = ET.SubElement(suite, "testcase", classname=verdict.runtime.name, name="verify", time="0")
+            ET.SubElement(case, "error", message=f"{NOT_VERIFIED}: {verdict.reason}", type=NOT_VERIFIED)
+            counts["tests"] += 1
+            counts["errors"] += 1
+        else:
+            for arch in verdict.result.architectures:
+                for check in arch.checks:
+                    case = ET.SubElement(
+                        suite, "testcase", classname=verdict.runtime.name, name=f"{arch.arch} {check.name}",
+                        time=f"{check.seconds:.3f}",
+                    )  # fmt: skip
+                    counts["tests"] += 1
+                    counts["time"] += check.seconds
+                    if check.status == FAIL:
+                        failure = ET.SubElement(case, "failure", message=check.summary, type=check.name)
+                        failure.text = "\n".join(check.details) or check.summary
+                        counts["failures"] += 1
+                    elif check.status != PASS:
+                        ET.SubElement(case, "skipped", message=f"{check.status}: {check.summary}")
+                        counts["skipped"] += 1
+                    elif arch.notes and check.name == "config":
+                        ET.SubElement(case, "system-out").text = "\n".join(arch.notes)
+        _set_counts(suite, counts)
+        for key in totals:
+            totals[key] += counts[key]
+    _set_counts(suites, totals)
+    return suites
+
+
+def _set_counts(element: ET.Element, counts: dict) -> None:
+    for key, value in counts.items():
+        element.set(key, f"{value:.3f}" if key == "time" else str(value))
+
+
+# -- terminal ------------------------------------------------------------------------------------
+
+HEADER = ("runtime", "arch", *CHECKS, "seconds")
+
+
+def table(found: list[Verdict]) -> str:
+    """The terminal table: a row per runtime and architecture."""
+    rows = [HEADER]
+    for verdict in found:
+        if verdict.result is None:
+            for arch in verdict.runtime.architectures:
+                rows.append((verdict.runtime.name, arch, *([NOT_VERIFIED] + ["-"] * (len(CHECKS) - 1)), "-"))
+            continue
+        for arch in verdict.result.architectures:
+            cells = [arch.check(name).status for name in CHECKS]
+            rows.append((verdict.runtime.name, arch.arch, *cells, f"{arch.seconds:.1f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+    lines = []
+    for row in rows:
+        cells = [
+            cell.rjust(width) if i == len(row) - 1 else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def describe(result: RuntimeResult) -> list[str]:
+    """What a verification found, for the terminal: a line per architecture, then notes and failure details."""
+    lines = []
+    for arch in result.architectures:
+        cells = ", ".join(f"{check.name} {check.status}" for check in arch.checks)
+        lines.append(f"verify {result.runtime} {arch.arch}: {cells} ({arch.seconds:.1f} s)")
+        lines += [f"  note: {note}" for note in arch.notes]
+        for check in arch.checks:
+            if check.failed:
+                lines.append(f"  {FAIL} {check.name}: {check.summary}")
+                lines += [f"    {line}" for line in check.details]
+            elif check.status not in (PASS, verify.NOT_BUILT):
+                lines.append(f"  {check.name}: {check.status}: {check.summary}")
+    return lines
+
+
+def closing_line(found: list[Verdict], paths: tuple[Path, Path]) -> str:
+    counts = {status: sum(verdict.status == status for verdict in found) for status in (PASS, FAIL, NOT_VERIFIED)}
+    return (
+        f"verify: {len(found)} runtimes: {counts[PASS]} passed, {counts[FAIL]} failed, "
+        f"{counts[NOT_VERIFIED]} not verified; reports: {paths[0]}, {paths[1]}"
+    )
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,646 @@
+"""Prove that a built image is upstream's image (tarballs, file tree, config) and that it answers a Lambda invocation.
+
+Four checks per runtime and architecture; only the first applies to an architecture the engine did not build:
+
+1. tarballs: every tarball decompresses to bytes whose sha256 is its name and the upstream diff_id at its position,
+   and every Dockerfile ADDs exactly upstream's layers in upstream's order.
+2. tree: the merged filesystem of the built image equals the merged filesystem of the tarballs, entry by entry.
+3. config: Env (as name -> value), Entrypoint, Cmd, WorkingDir, User, Labels, ExposedPorts, Volumes, StopSignal,
+   architecture and os equal upstream's.
+4. invoke: the image, run the way Lambda runs it against our Runtime API server, answers the catalog's smoke test.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import gzip
+import hashlib
+import json
+import lzma
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker.errors
+import requests
+
+from . import engine, export, layout, resolve
+from .catalog import Runtime, Smoke
+from .errors import EngineError
+from .runtime_api import PREFIX, RuntimeAPIServer
+from .tree import CHUNK, Entry, diff_trees, layers_of_docker_save, merge_layers
+
+VERSION = 1  # part of every verification's inputs: a change of what the checks prove reruns them all
+CHECKS = ("tarballs", "tree", "config", "invoke")
+PASS = "pass"
+FAIL = "FAIL"
+NOT_BUILT = "not built"
+NO_SMOKE = "no smoke test"
+SKIPPED = "skipped"
+LABEL = "lambdaimages.verify"  # on every smoke-test container: its value is the runtime
+DETAILS = 20  # at most this many difference lines per check
+LOG_LINES = 15
+BODY_CHARS = 400
+EXIT_POLL = 0.25
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+# What Lambda sets for every function, so that runtime clients that read them find them.
+FUNCTION_ENV = {
+    "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
+    "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+CONFIG_KEYS = ("Entrypoint", "Cmd", "WorkingDir", "User", "Labels", "ExposedPorts", "Volumes", "StopSignal")
+_READ_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError)
+
+
+@dataclass(frozen=True)
+class Check:
+    """How one check ended: `status` is PASS, FAIL or why it did not apply; `summary` is one line."""
+
+    name: str
+    status: str
+    summary: str = ""
+    details: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAIL
+
+
+@dataclass(frozen=True)
+class ArchResult:
+    """The four checks of one runtime on one architecture; `notes` are information, never failures."""
+
+    runtime: str
+    arch: str
+    checks: tuple[Check, ...]
+    notes: tuple[str, ...] = ()
+    image: str | None = None
+    image_id: str | None = None
+
+    def check(self, name: str) -> Check:
+        return next(check for check in self.checks if check.name == name)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [check for check in self.checks if check.failed]
+
+    @property
+    def seconds(self) -> float:
+        return sum(check.seconds for check in self.checks)
+
+
+@dataclass(frozen=True)
+class RuntimeResult:
+    runtime: str
+    architectures: tuple[ArchResult, ...]
+
+    @property
+    def failed(self) -> bool:
+        return any(result.failures for result in self.architectures)
+
+    def failure_message(self) -> str:
+        """One line naming every architecture and check that failed, with the first difference of each."""
+        parts = [f"{r.arch} {c.name}: {c.summary}" for r in self.architectures for c in r.failures]
+        return "; ".join(parts)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> RuntimeResult:
+        archs = []
+        for arch in data["architectures"]:
+            checks = tuple(Check(**{**c, "details": tuple(c["details"])}) for c in arch["checks"])
+            archs.append(ArchResult(**{**arch, "checks": checks, "notes": tuple(arch["notes"])}))
+        return cls(data["runtime"], tuple(archs))
+
+
+def local_tag(runtime: Runtime) -> str:
+    return f"{runtime.name}:local"
+
+
+def verify_runtime(out: Path, runtime: Runtime, image: str | None = None) -> RuntimeResult:
+    """Run every check of `runtime` against its snapshot in `out`, for each of its architectures.
+
+    Args:
+        out: the output folder.
+        runtime: the catalog entry; its `smoke` is the invocation test.
+        image: the image to check for the engine's architecture (default `<rt>:local`).
+
+    Raises:
+        EngineError: the engine does not answer.
+    """
+    native = _native_arch()
+    results = []
+    for arch in runtime.architectures:
+        results.append(_verify_arch(out, runtime, arch, (image or local_tag(runtime)) if arch == native else None))
+    return RuntimeResult(runtime.name, tuple(results))
+
+
+def _verify_arch(out: Path, runtime: Runtime, arch: str, image: str | None) -> ArchResult:
+    started = time.monotonic()
+    try:
+        state = resolve.read_state(out, runtime.name, arch)
+    except (OSError, ValueError) as exc:
+        missing = Check("tarballs", FAIL, f"no snapshot: {layout.state_path(out, runtime.name, arch)}: {exc}")
+        rest = [Check(name, SKIPPED, "no snapshot") for name in CHECKS[1:]]
+        return ArchResult(runtime.name, arch, (missing, *rest))
+    tarballs, upstream_tree, tree_error = check_tarballs(out, runtime, arch, state, tree=image is not None)
+    tarballs = dataclasses.replace(tarballs, seconds=time.monotonic() - started)
+    if image is None:
+        rest = [Check(name, NOT_BUILT, f"the engine does not build {arch}") for name in CHECKS[1:]]
+        return ArchResult(runtime.name, arch, (tarballs, *rest))
+    try:
+        found = engine.client().images.get(image)
+    except docker.errors.ImageNotFound:
+        gone = f"image {image} not found: run doit build:{runtime.name}"
+        return ArchResult(runtime.name, arch, (tarballs, *(Check(name, FAIL, gone) for name in CHECKS[1:])), (), image)
+    except (docker.errors.APIError, requests.RequestException) as exc:
+        raise EngineError(f"{runtime.name}: cannot inspect {image}: {exc}") from None
+    started = time.monotonic()
+    if tree_error is not None:
+        tree = Check("tree", FAIL, tree_error)
+    elif upstream_tree is None:
+        tree = Check("tree", SKIPPED, "upstream's tree comes from the tarballs, which failed their check")
+    else:
+        tree = check_tree(upstream_tree, found)
+    tree = dataclasses.replace(tree, seconds=time.monotonic() - started)
+    problems, notes = compare_config(state["config"], found.attrs)
+    if problems:
+        config = Check("config", FAIL, problems[0] + _more(problems), tuple(problems[:DETAILS]))
+    else:
+        config = Check("config", PASS, "equal to upstream's")
+    checks = (tarballs, tree, config, check_invoke(runtime, found.id))
+    return ArchResult(runtime.name, arch, checks, tuple(notes), image, found.id)
+
+
+def _more(problems: list[str]) -> str:
+    return f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+
+
+# -- 1. tarballs and Dockerfiles ----------------------------------------------------------------
+
+
+def check_tarballs(
+    out: Path, runtime: Runtime, arch: str, state: dict, tree: bool = False
+) -> tuple[Check, dict[str, Entry] | None, str | None]:
+    """Check 1 for one architecture: tarball contents against upstream's diff_ids, and the ADD lines.
+
+    Every tarball is decompressed once; with `tree`, the same pass merges the layers into upstream's file tree.
+
+    Returns:
+        The check; upstream's merged tree when `tree` was asked and every tarball is upstream's layer; why
+        upstream's layers could not be merged although every tarball is upstream's layer (else None).
+    """
+    folder = layout.arch_dir(out, runtime.name, arch)
+    expected = [f"{resolve.layer_hex(layer)}.{runtime.extension}" for layer in state["layers"]]
+    problems = _dockerfile_problems(out, runtime, arch, expected)
+    wanted = set(expected)
+    for stray in sorted(folder.glob("*.tar.*")):
+        if stray.name not in wanted and not stray.name.startswith("."):
+            problems.append(f"{arch}/{stray.name}: not one of upstream's layers")
+    readers = [_LayerReader(folder / name) for name in expected]
+    content_ok = True
+    for number, reader in enumerate(readers, 1):
+        if not reader.path.is_file():
+            problems.append(f"{arch}/{reader.path.name}: missing (upstream layer {number})")
+            content_ok = False
+    upstream_tree, tree_error = None, None
+    if tree and content_ok:
+        try:
+            upstream_tree = merge_layers(readers)
+        except _READ_ERRORS as exc:
+            tree_error = f"cannot merge upstream's layers: {exc}"  # unless a tarball is not upstream's, below
+    for number, reader in enumerate(readers, 1):
+        if not reader.path.is_file():
+            continue
+        digest = reader.finish()
+        where = f"{arch}/{reader.path.name} (upstream layer {number})"
+        if digest is None and _is_lfs_pointer(reader.path):
+            problems.append(f"{where}: a Git LFS pointer, not the tarball: run `git lfs pull`")
+            content_ok = False
+        elif digest is None:
+            problems.append(f"{where}: cannot be decompressed: {reader.error}")
+            content_ok = False
+        elif digest != reader.path.name.split(".", 1)[0]:
+            problems.append(f"{where}: decompresses to sha256 {digest}, which is not its name and upstream's diff_id")
+            content_ok = False
+    if not content_ok:
+        upstream_tree, tree_error = None, None
+    if problems:
+        check = Check("tarballs", FAIL, problems[0] + _more(problems), tuple(problems[:DETAILS]))
+    else:
+        size = sum(reader.size for reader in readers)
+        check = Check("tarballs", PASS, f"{len(readers)} layers are upstream's ({size / 1e6:.1f} MB uncompressed)")
+    return check, upstream_tree, tree_error
+
+
+def _is_lfs_pointer(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(LFS_POINTER)) == LFS_POINTER
+
+
+def _dockerfile_problems(out: Path, runtime: Runtime, arch: str, expected: list[str]) -> list[str]:
+    files = [(layout.dockerfile(out, runtime.name, arch), "")]
+    if arch == layout.default_arch(runtime.architectures):
+        files.append((layout.dockerfile(out, runtime.name), f"{arch}/"))
+    problems = []
+    for path, prefix in files:
+        label = str(path.relative_to(layout.runtime_dir(out, runtime.name)))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{label}: cannot be read: {exc}")
+            continue
+        problems += compare_adds(label, parse_adds(text), [prefix + name for name in expected])
+    return problems
+
+
+def parse_adds(text: str) -> list[tuple[int, str, str]]:
+    """The ADD instructions of a Dockerfile as (line number, source, destination); a malformed one has source ""."""
+    adds = []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        if words and words[0].upper() == "ADD":
+            adds.append((number, words[1], words[2]) if len(words) == 3 else (number, "", line.strip()))
+    return adds
+
+
+def compare_adds(label: str, adds: list[tuple[int, str, str]], expected: list[str]) -> list[str]:
+    """How a Dockerfile's ADD lines differ from `ADD <each expected source> /`, in order; empty when they do not."""
+    problems = [f"{label}:{n}: expected `ADD <tarball> /`, found `{dest}`" for n, src, dest in adds if not src]
+    problems += [f"{label}:{n}: ADD {src} to {dest}, not to /" for n, src, dest in adds if src and dest != "/"]
+    sources = [src for _, src, _ in adds]
+    if sources == expected:
+        return problems
+    have, want = collections.Counter(sources), collections.Counter(expected)
+    if have == want:
+        moved = [i for i, (got, wanted) in enumerate(zip(sources, expected, strict=True)) if got != wanted]
+        first = moved[0]
+        problems.append(
+            f"{label}:{adds[first][0]}: ADD lines are not in upstream's layer order ({len(moved)} of "
+            f"{len(expected)} misplaced): ADD {first + 1} is {sources[first]}, upstream's layer {first + 1} "
+            f"is {expected[first]}"
+        )
+        return problems
+    for source in want - have:
+        problems.append(f"{label}: no ADD for upstream's layer {expected.index(source) + 1} ({source})")
+    for source in have - want:
+        line = next(n for n, src, _ in adds if src == source)
+        problems.append(f"{label}:{line}: ADD {source or '(malformed)'} is not one of upstream's layers")
+    return problems
+
+
+class _LayerReader:
+    """A tarball read as its uncompressed layer tar, hashing every byte read; opened at the first read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = str(path)  # what tree.merge_layers names in its errors
+        self.size = 0
+        self.error: str | None = None
+        self._digest = hashlib.sha256()
+        self._stream = None
+        self._done = False
+
+    def read(self, size: int = -1) -> bytes:
+        if self.error is not None:
+            raise ValueError(f"{self.path.name}: {self.error}")
+        if self._done:
+            return b""
+        try:
+            if self._stream is None:
+                self._stream = _open_tarball(self.path)
+            data = self._stream.read(size)
+        except _READ_ERRORS as exc:
+            self.error = str(exc) or type(exc).__name__
+            self.close()
+            raise
+        self._digest.update(data)
+        self.size += len(data)
+        return data
+
+    def finish(self) -> str | None:
+        """Read what is left; the sha256 of the whole uncompressed tarball, or None if it cannot be read."""
+        if self.error is not None:
+            return None
+        try:
+            while self.read(CHUNK):
+                pass
+        except _READ_ERRORS:
+            return None
+        finally:
+            self.close()
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+        self._done = True
+
+
+def _open_tarball(path: Path):
+    if path.name.endswith(".tar.xz"):
+        return lzma.open(path)
+    if path.name.endswith(".tar.gz"):
+        return gzip.open(path)
+    raise ValueError(f"{path.name}: not a .tar.xz or .tar.gz")
+
+
+# -- 2. file tree --------------------------------------------------------------------------------
+
+
+def check_tree(upstream: dict[str, Entry], image) -> Check:
+    """Check 2: the merged filesystem of `image` (a docker SDK Image, read with `save()`) equals `upstream`."""
+    try:
+        with layers_of_docker_save(image.save(chunk_size=CHUNK)) as layers:
+            built = merge_layers(layers)
+    except (docker.errors.APIError, requests.RequestException) as exc:
+        return Check("tree", FAIL, f"cannot read the image from the engine: {exc}")
+    except ValueError as exc:
+        return Check("tree", FAIL, f"cannot read the image's layers: {exc}")
+    diff = diff_trees(upstream, built)
+    if not diff:
+        return Check("tree", PASS, f"{len(built)} entries equal upstream's")
+    lines = diff.describe(limit=DETAILS, old="upstream", new="built")
+    counted = f"{diff.total} difference{'s' if diff.total > 1 else ''}"
+    return Check("tree", FAIL, f"{counted}, first: {lines[0]}", tuple(lines))
+
+
+# -- 3. config -----------------------------------------------------------------------------------
+
+
+def compare_config(upstream: dict, built: dict) -> tuple[list[str], list[str]]:
+    """How the built image's config differs from upstream's; returns (problems, notes).
+
+    Args:
+        upstream: upstream's image config (OCI: `architecture`, `os`, `config`).
+        built: the built image as `docker inspect` shows it (`Architecture`, `Os`, `Config`).
+
+    Env compares as name -> value: a FROM-scratch build starts from the builder's default PATH, so the order
+    of Env can differ from upstream's when upstream does not list PATH first. A different order is a note.
+    """
+    problems, notes = [], []
+    for key, theirs, ours in (
+        ("architecture", upstream.get("architecture"), built.get("Architecture")),
+        ("os", upstream.get("os"), built.get("Os")),
+    ):
+        if theirs != ours:
+            problems.append(f"{key}: upstream {theirs!r} vs built {ours!r}")
+    want = upstream.get("config") or {}
+    have = built.get("Config") or {}
+    want_env, have_env = _env(want.get("Env")), _env(have.get("Env"))
+    for name in dict.fromkeys([*want_env, *have_env]):
+        if name not in have_env:
+            problems.append(f"Env {name}: upstream {want_env[name]!r}, built has none")
+        elif name not in want_env:
+            problems.append(f"Env {name}: built {have_env[name]!r}, upstream has none")
+        elif want_env[name] != have_env[name]:
+            problems.append(f"Env {name}: upstream {want_env[name]!r} vs built {have_env[name]!r}")
+    if not problems and list(want_env) != list(have_env):
+        notes.append(
+            f"Env order differs (values equal; the builder starts with PATH): upstream {' '.join(want_env)}; "
+            f"built {' '.join(have_env)}"
+        )
+    for key in CONFIG_KEYS:
+        theirs, ours = _plain(key, want.get(key)), _plain(key, have.get(key))
+        if theirs != ours:
+            problems.append(f"{key}: upstream {theirs!r} vs built {ours!r}")
+    return problems, notes
+
+
+def _env(entries: list[str] | None) -> dict[str, str]:
+    env = {}
+    for entry in entries or []:
+        name, _, value = entry.partition("=")
+        env[name] = value
+    return env
+
+
+def _plain(key: str, value: object) -> object:
+    # Unset, empty and null mean the same to the engine; port and volume sets carry no values.
+    if value in (None, "", [], {}):
+        return None
+    if key in ("ExposedPorts", "Volumes"):
+        return sorted(value)
+    return value
+
+
+# -- 4. invocation -------------------------------------------------------------------------------
+
+
+def check_invoke(runtime: Runtime, image: str) -> Check:
+    """Check 4: run `image` as Lambda does against our Runtime API and send the smoke test's event.
+
+    The container runs on network host with AWS_LAMBDA_RUNTIME_API set and the handler as the entrypoint's
+    argument; smoke files are mounted read-only at /var/task (a `bootstrap` among them also at
+    /var/runtime/bootstrap, where OS-only images look for a custom runtime). The container is removed
+    however the check ends.
+    """
+    smoke = runtime.smoke
+    if smoke is None:
+        return Check("invoke", NO_SMOKE, f"the catalog has no smoke: entry for {runtime.name}")
+    started = time.monotonic()
+    try:
+        with RuntimeAPIServer() as api, _container(runtime, smoke, image, api.address) as container:
+            with _exit_reporter(container, api.address):
+                invocation = api.invoke(json.dumps(smoke.event).encode(), smoke.timeout, _function_name(runtime))
+            state = _state(container)
+            logs = _logs(container)
+    except (docker.errors.APIError, requests.RequestException) as exc:
+        return Check("invoke", FAIL, f"the engine could not run {image}: {_first_line(exc)}")
+    seconds = time.monotonic() - started
+    body = invocation.body.decode("utf-8", "replace")
+    details = (f"event: {json.dumps(smoke.event)}", f"answer ({invocation.outcome}): {_cut(body)}", *logs)
+    if invocation.outcome == "response":
+        try:
+            answer = json.loads(invocation.body)
+        except ValueError:
+            return Check("invoke", FAIL, f"the response is not JSON: {_cut(body)}", details, seconds)
+        if not same_json(answer, smoke.expect):
+            message = f"response {_cut(json.dumps(answer))} instead of {_cut(json.dumps(smoke.expect))}"
+            return Check("invoke", FAIL, message, details, seconds)
+        message = f"{smoke.handler} answered as expected, {seconds:.1f} s from the container's start"
+        return Check("invoke", PASS, message, (), seconds)
+    if invocation.outcome == "error":
+        return Check("invoke", FAIL, f"the handler answered with an error: {_cut(body)}", details, seconds)
+    if invocation.outcome == "init_error":
+        return Check("invoke", FAIL, f"the runtime failed to start: {_cut(body)}", details, seconds)
+    message = f"no answer within {smoke.timeout:g} s (container {state}; removed)"
+    return Check("invoke", FAIL, message, details, seconds)
+
+
+def same_json(a: object, b: object) -> bool:
+    """Equal as JSON values: numbers by value (1 == 1.0), but true is not 1 and "1" is not 1."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_json(a[key], b[key]) for key in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def _function_name(runtime: Runtime) -> str:
+    return f"{runtime.name.replace('.', '-')}-smoke"
+
+
+@contextmanager
+def _container(runtime: Runtime, smoke: Smoke, image: str, api_address: str) -> Iterator:
+    environment = {
+        **FUNCTION_ENV,
+        "AWS_LAMBDA_RUNTIME_API": api_address,
+        "AWS_LAMBDA_FUNCTION_NAME": _function_name(runtime),
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{_function_name(runtime)}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": "verify",
+    }
+    volumes = {}
+    if smoke.files is not None:
+        volumes[smoke.files] = {"bind": "/var/task", "mode": "ro"}
+        bootstrap = Path(smoke.files) / "bootstrap"
+        if bootstrap.is_file():
+            volumes[str(bootstrap)] = {"bind": "/var/runtime/bootstrap", "mode": "ro"}
+    container = engine.client().containers.create(
+        image,
+        command=[smoke.handler],
+        environment=environment,
+        network_mode="host",
+        volumes=volumes,
+        labels={LABEL: runtime.name},
+        name=f"lambdaimages-verify-{runtime.name}-{uuid.uuid4().hex[:8]}",
+    )
+    try:
+        container.start()
+        yield container
+    finally:
+        container.remove(force=True)
+
+
+@contextmanager
+def _exit_reporter(container, api_address: str) -> Iterator[None]:
+    """While the block runs, report a container that exits as an init error, as Lambda reports Runtime.ExitError.
+
+    Without it an invocation of a runtime that died waits out its whole timeout.
+    """
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(EXIT_POLL):
+            try:
+                container.reload()
+            except (docker.errors.APIError, requests.RequestException):
+                return
+            if container.status in ("exited", "dead"):
+                code = container.attrs.get("State", {}).get("ExitCode")
+                error = {"errorType": "Runtime.ExitError", "errorMessage": f"the container exited with code {code}"}
+                try:
+                    requests.post(
+                        f"http://{api_address}{PREFIX}/runtime/init/error",
+                        json=error,
+                        headers={"Lambda-Runtime-Function-Error-Type": "Runtime.ExitError"},
+                        timeout=10,
+                    )
+                except requests.RequestException:
+                    pass
+                return
+
+    watcher = threading.Thread(target=watch, name="verify-exit-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+
+
+def _state(container) -> str:
+    try:
+        container.reload()
+    except (docker.errors.APIError, requests.RequestException):
+        return "state unknown"
+    state = container.attrs.get("State", {})
+    return f"exited with code {state.get('ExitCode')}" if container.status == "exited" else f"{container.status}"
+
+
+def _logs(container) -> tuple[str, ...]:
+    try:
+        text = container.logs(stdout=True, stderr=True, tail=LOG_LINES).decode("utf-8", "replace")
+    except (docker.errors.APIError, requests.RequestException):
+        return ()
+    return tuple(f"log: {line}" for line in text.splitlines())
+
+
+def _cut(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= BODY_CHARS else text[:BODY_CHARS] + "…"
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+# -- what a verification depends on --------------------------------------------------------------
+
+
+def inputs(out: Path, runtime: Runtime) -> dict:
+    """Everything a verification of `runtime` reads, condensed: when it changes, the verification reruns.
+
+    The image id of `<rt>:local` (if the engine builds one of its architectures), the snapshot (state files,
+    Dockerfiles, the identity of every tarball), the smoke test and its files.
+    """
+    native = _native_arch()
+    image_id = engine.image_id(local_tag(runtime)) if native in runtime.architectures else None
+    snapshot = hashlib.sha256()
+    dockerfiles = [layout.dockerfile(out, runtime.name)]
+    for arch in runtime.architectures:
+        dockerfiles.append(layout.dockerfile(out, runtime.name, arch))
+        snapshot.update(_bytes_or_none(layout.state_path(out, runtime.name, arch)))
+        folder = layout.arch_dir(out, runtime.name, arch)
+        tarballs = sorted(p for p in folder.glob("*.tar.*") if not p.name.startswith(".")) if folder.is_dir() else []
+        snapshot.update(json.dumps(export.fingerprint(tarballs)).encode())
+    for path in dockerfiles:
+        snapshot.update(_bytes_or_none(path))
+    return {
+        "version": VERSION,
+        "image_id": image_id,
+        "snapshot": snapshot.hexdigest(),
+        "smoke": _smoke_fingerprint(runtime.smoke),
+    }
+
+
+@functools.cache
+def _native_arch() -> str:
+    return engine.native_arch()
+
+
+def _bytes_or_none(path: Path) -> bytes:
+    try:
+        return hashlib.sha256(path.read_bytes()).digest()
+    except OSError:
+        return b"missing"
+
+
+def _smoke_fingerprint(smoke: Smoke | None) -> str | None:
+    if smoke is None:
+        return None
+    digest = hashlib.sha256(json.dumps(dataclasses.asdict(smoke), sort_keys=True).encode())
+    if smoke.files is not None:
+        for path in sorted(Path(smoke.files).rglob("*")):
+            if path.is_file():
+                digest.update(f"{path.relative_to(smoke.files)} {path.stat().st_mode:o}".encode())
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
