@@ -10,7 +10,7 @@ from pathlib import Path
 from doit import get_var
 
 from lambdaimages import catalog as catalog_module
-from lambdaimages import files, render, steps
+from lambdaimages import files, publish, render, steps
 from lambdaimages.console import Reporter
 from lambdaimages.errors import ProjectError
 
@@ -22,6 +22,7 @@ try:
     LOCK = files.hold_output(OUT)
 except ProjectError as exc:
     sys.exit(f"error: {exc}")
+files.atomic_doit_db()  # a full disk or a kill while doit saves .doit.json must not corrupt it
 
 DOIT_CONFIG = {
     "default_tasks": ["snapshot", "build"],
@@ -30,7 +31,13 @@ DOIT_CONFIG = {
     "verbosity": 2,
     "continue": True,
     "reporter": Reporter,
+    # Two tasks at a time (threads): a build or a download overlaps another runtime's compression.
+    # Compression itself is bounded by one pool of xz threads per process (lambdaimages.xzblocks).
+    "num_process": 2,
+    "par_type": "thread",
 }
+# Every task sets "io": {"capture": False}: doit's capture swaps the process-wide sys.stdout/stderr per task,
+# which from two threads at once crashed Python (SIGSEGV in 5 of 8 runs of 14 runtimes, none without capture).
 TEMPLATES = sorted(str(p) for p in render.TEMPLATES.glob("*.j2"))
 
 
@@ -43,6 +50,7 @@ def task_resolve():
             "targets": steps.state_files(OUT, rt),
             "uptodate": [False],
             "verbosity": 2,
+            "io": {"capture": False},
         }
 
 
@@ -55,6 +63,7 @@ def task_export():
             "file_dep": steps.state_files(OUT, rt),
             "uptodate": [steps.tarballs_unchanged(OUT, rt)],
             "verbosity": 2,
+            "io": {"capture": False},
         }
 
 
@@ -65,8 +74,11 @@ def task_render():
             "name": rt.name,
             "actions": [(steps.render_runtime, [OUT, rt])],
             "file_dep": steps.state_files(OUT, rt) + TEMPLATES,
+            # After a failed export the snapshot keeps its old Dockerfiles, which match its old tarballs.
+            "task_dep": [f"export:{rt.name}"],
             "targets": [str(p) for p in render.dockerfile_outputs(rt, OUT)],
             "verbosity": 2,
+            "io": {"capture": False},
         }
 
 
@@ -91,6 +103,7 @@ def task_build():
             "uptodate": [steps.image_current(OUT, rt)],
             "clean": [(steps.clean_image, [rt])],
             "verbosity": 2,
+            "io": {"capture": False},
         }
 
 
@@ -100,4 +113,57 @@ def task_demo():
         "actions": [(steps.run_demo, [Path(get_var("demo_out", "build-demo"))])],
         "uptodate": [False],
         "verbosity": 2,
+        "io": {"capture": False},
+    }
+
+
+def task_publish():
+    """Commit each changed snapshot to its branch (tarballs in Git LFS), force-push it (`doit publish repo=...`)."""
+    repo = publish.target_repo(get_var("repo", None), CATALOG)
+    for rt in CATALOG.runtimes:
+        yield {
+            "name": rt.name,
+            "actions": [(publish.publish_runtime, [OUT, rt, repo])],
+            "task_dep": [f"snapshot:{rt.name}"],
+            "uptodate": [False],
+            "clean": [(publish.clean_private, [OUT, rt])],
+            "verbosity": 2,
+            "io": {"capture": False},
+        }
+
+
+def task_changes():
+    """Print what changed upstream since the published branch or the previous snapshot (`doit changes:<rt>`)."""
+    repo = publish.target_repo(get_var("repo", None), CATALOG)
+    for rt in CATALOG.runtimes:
+        yield {
+            "name": rt.name,
+            "actions": [(publish.print_changes, [OUT, rt, repo])],
+            "task_dep": [f"snapshot:{rt.name}"],
+            "uptodate": [False],
+            "verbosity": 2,
+            "io": {"capture": False},
+        }
+
+
+def task_verify():
+    """Prove each built image is upstream's and answers an invocation; table and reports (`doit verify:<rt>`)."""
+    for rt in CATALOG.runtimes:
+        yield {
+            "name": rt.name,
+            "actions": [(steps.verify_runtime, [OUT, CATALOG, rt])],
+            "task_dep": [f"build:{rt.name}"],
+            "uptodate": [steps.verification_current(OUT, rt)],
+            "verbosity": 2,
+            "io": {"capture": False},
+        }
+    # The table and reports: a teardown runs after every other task of the run, also after failed ones.
+    # ("_" starts no runtime name.)
+    yield {
+        "name": "_report",
+        "actions": None,
+        "uptodate": [False],
+        "teardown": [(steps.verify_report, [OUT, CATALOG])],
+        "verbosity": 2,
+        "io": {"capture": False},
     }

@@ -29,6 +29,10 @@ class DigestMismatch(RegistryError):
     """Bytes from the registry do not hash to the digest they were asked for."""
 
 
+class CredentialsError(RegistryError):
+    """Credentials for a registry are misconfigured (environment, Docker config.json, credential helper)."""
+
+
 class RenderError(ProjectError):
     """An upstream config value that no Dockerfile can express."""
 
@@ -39,3 +43,7 @@ class EngineError(ProjectError):
 
 class OutputError(ProjectError):
     """The output folder cannot be written, or another run holds it."""
+
+
+class PublishError(ProjectError):
+    """A branch cannot be committed or pushed: no repository set, or git / git-lfs failed."""

@@ -1,27 +1,28 @@
 """Export layers as `<hex>.tar.xz` (or the upstream `.tar.gz`) named by diff_id, through a shared cache.
 
-Each layer is streamed once: download -> gunzip -> sha256 (the diff_id) -> `xz` in a child process,
-which writes straight to a temp file. xz runs in its multi-threaded mode with a fixed block size
-(`-T+N`), whose output is the same whatever N is, so the tarballs are byte-identical on any number
-of cores. A cache entry is published (renamed) only after the blob digest and the diff_id matched.
+Each layer is streamed once: download -> gunzip -> sha256 (the diff_id) -> xz (xzblocks: blocks
+spooled to disk and compressed by a pool of threads, byte for byte what `xz -T+N` writes, whatever N
+is), so the tarballs are byte-identical on any number of cores and with any doit `-n`. A cache entry
+is published (renamed) only after the blob digest and the diff_id matched.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import os
-import subprocess
 import sys
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
-from . import layout
+from . import layout, xzblocks
 from .catalog import Runtime
-from .errors import DigestMismatch, OutputError, RegistryError
-from .files import atomic_file, link_or_copy, locked, remove_temps
+from .errors import DigestMismatch, OutputError, ProjectError, RegistryError
+from .files import atomic_file, link_or_copy, locked
 from .registry import RegistryClient
 from .resolve import GZIP_TYPES, layer_hex
 
@@ -31,24 +32,38 @@ _print_lock = threading.Lock()
 
 
 def xz_threads() -> int:
-    return max(1, int(os.environ.get("LAMBDAIMAGES_XZ_THREADS", os.cpu_count() or 1)))
+    return xzblocks.threads()
 
 
 def codec_name(runtime: Runtime) -> str:
     return f"xz{runtime.level}" if runtime.compression == "xz" else "gzip"
 
 
+def layer_label(runtime: Runtime, arch: str, state: dict, number: int) -> str:
+    """How messages name a layer: runtime, architecture, upstream reference, position and diff_id."""
+    layer = state["layers"][number - 1]
+    return f"{runtime.name} {arch} ({runtime.image}) layer {number}/{len(state['layers'])} {layer_hex(layer)[:12]}"
+
+
+def fetch(runtime: Runtime, arch: str, state: dict, out: Path, client: RegistryClient) -> None:
+    """Put every layer of `state` into the cache only; the snapshot in `<out>/<rt>` is not touched."""
+    for number, layer in enumerate(state["layers"], 1):
+        cached_layer(runtime, layer, out, client, layer_label(runtime, arch, state, number))
+
+
 def export(runtime: Runtime, arch: str, state: dict, out: Path, client: RegistryClient) -> list[Path]:
     """Put every layer of `state` into `<out>/<rt>/<arch>/`, drop tarballs upstream no longer has."""
     folder = layout.arch_dir(out, runtime.name, arch)
-    remove_temps(folder)
     wanted = []
     layers = state["layers"]
     for number, layer in enumerate(layers, 1):
-        label = f"{runtime.name} {arch} layer {number}/{len(layers)} {layer_hex(layer)[:12]}"
+        label = layer_label(runtime, arch, state, number)
         cached = cached_layer(runtime, layer, out, client, label)
         dest = folder / f"{layer_hex(layer)}.{runtime.extension}"
-        link_or_copy(cached, dest)
+        try:
+            link_or_copy(cached, dest)
+        except OutputError as exc:
+            raise OutputError(f"{label}: {exc}") from None
         wanted.append(dest)
     for stale in folder.glob("*.tar.*"):
         if stale not in wanted:
@@ -76,12 +91,13 @@ def cached_layer(runtime: Runtime, layer: dict, out: Path, client: RegistryClien
     with locked(folder / f"{layer_hex(layer)}.lock"):
         if _intact(path, record):
             return path
-        remove_temps(folder)
         try:
             with atomic_file(path) as f:
-                stats = _fetch(runtime, layer, client, f, label)
+                stats = _fetch(runtime, layer, client, f, label, spool=folder)
         except OSError as exc:
             raise OutputError(f"{label}: cannot write {path}: {exc.strerror}") from None
+        except OutputError as exc:  # a full or read-only disk: say which layer it stopped
+            raise exc if str(exc).startswith(label) else OutputError(f"{label}: {exc}") from None
         st = path.stat()
         record_data = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, **stats}
         with atomic_file(record) as f:
@@ -99,7 +115,7 @@ def _intact(path: Path, record: Path) -> bool:
     return data.get("size") == st.st_size and data.get("mtime_ns") == st.st_mtime_ns
 
 
-def _fetch(runtime: Runtime, layer: dict, client: RegistryClient, dest, label: str) -> dict:
+def _fetch(runtime: Runtime, layer: dict, client: RegistryClient, dest, label: str, spool: Path) -> dict:
     """Stream one blob into `dest` in the runtime's format; verify blob digest and diff_id."""
     gzipped = layer["media_type"] in GZIP_TYPES
     diff_hasher = hashlib.sha256()
@@ -109,12 +125,7 @@ def _fetch(runtime: Runtime, layer: dict, client: RegistryClient, dest, label: s
     raw = 0
     xz = None
     if runtime.compression == "xz":
-        xz = subprocess.Popen(
-            ["xz", "-z", "-c", f"-{runtime.level}", f"-T+{xz_threads()}"],
-            stdin=subprocess.PIPE,
-            stdout=dest,
-            stderr=subprocess.PIPE,
-        )
+        xz = xzblocks.XzWriter(dest, runtime.level, spool)
     elif not gzipped:
         gz = zlib.compressobj(runtime.level, zlib.DEFLATED, 31)
 
@@ -123,12 +134,13 @@ def _fetch(runtime: Runtime, layer: dict, client: RegistryClient, dest, label: s
         raw += len(data)
         diff_hasher.update(data)
         if xz is not None:
-            xz.stdin.write(data)
+            xz.write(data)
         elif not gzipped:
             dest.write(gz.compress(data))
 
+    blob = _labelled(client.iter_blob(runtime.repository, layer["digest"], layer["size"]), label)
     try:
-        for chunk in client.iter_blob(runtime.repository, layer["digest"], layer["size"]):
+        for chunk in blob:
             progress.update(len(chunk))
             if runtime.compression == "gzip" and gzipped:
                 dest.write(chunk)
@@ -146,26 +158,32 @@ def _fetch(runtime: Runtime, layer: dict, client: RegistryClient, dest, label: s
         if unpack is not None and not unpack.eof:
             raise DigestMismatch(f"{label}: gzip stream of {layer['digest']} ends early")
         if xz is not None:
-            xz.stdin.close()
-            if xz.wait() != 0:
-                raise OutputError(f"{label}: xz failed: {xz.stderr.read().decode(errors='replace').strip()}")
+            xz.close()
         elif not gzipped:
             dest.write(gz.flush())
-    except BrokenPipeError:
-        xz.wait()
-        raise OutputError(f"{label}: xz failed: {xz.stderr.read().decode(errors='replace').strip()}") from None
+    except lzma.LZMAError as exc:
+        raise OutputError(f"{label}: xz compression failed: {exc}") from None
     except zlib.error as exc:
+        for _ in blob:
+            pass  # a download corrupted on the way fails the digest check: say that, not "not gzip"
         raise RegistryError(f"{label}: blob {layer['digest']} is not valid gzip: {exc}") from None
     finally:
-        if xz is not None and xz.poll() is None:
-            xz.kill()
-            xz.wait()
+        if xz is not None and not xz.closed:
+            xz.abort()
     diff_id = "sha256:" + diff_hasher.hexdigest()
     if diff_id != layer["diff_id"]:
         raise DigestMismatch(f"{label}: uncompressed layer hashes to {diff_id}, the config says {layer['diff_id']}")
     seconds = time.monotonic() - start
     progress.done(raw, dest.tell(), seconds, runtime.compression)
     return {"uncompressed": raw, "seconds": round(seconds, 3)}
+
+
+def _labelled(chunks: Iterator[bytes], label: str) -> Iterator[bytes]:
+    """The chunks; a registry error names the runtime, architecture and layer it stopped."""
+    try:
+        yield from chunks
+    except ProjectError as exc:
+        raise type(exc)(f"{label}: {exc}", cause=exc.cause) from None
 
 
 class _Progress:

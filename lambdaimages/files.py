@@ -6,6 +6,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,12 +75,18 @@ def link_or_copy(source: Path, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
-def remove_temps(folder: Path) -> None:
-    """Remove what an interrupted run left behind in one folder."""
-    with contextlib.suppress(FileNotFoundError):
-        for entry in Path(folder).iterdir():
-            if entry.name.startswith(TMP_PREFIX) and entry.is_file():
-                _unlink(entry)
+def remove_temps(folder: Path) -> int:
+    """Remove what an interrupted run left behind in one folder and below it; return how many files.
+
+    Only safe while holding the folder's lock (hold_output): then no temp file is still being written.
+    """
+    removed = 0
+    for root, _dirs, names in os.walk(folder):
+        for name in names:
+            if name.startswith(TMP_PREFIX):
+                _unlink(os.path.join(root, name))
+                removed += 1
+    return removed
 
 
 @contextlib.contextmanager
@@ -110,10 +117,32 @@ def _unlink(path: str | Path) -> None:
         os.unlink(path)
 
 
+def atomic_doit_db() -> None:
+    """Make doit save its JSON dependency file atomically (temp file, fsync, rename).
+
+    doit 0.37 rewrites `.doit.json` in place at the end of a run, so a full disk or a kill at that
+    moment leaves it empty, and every later run stops on it until someone deletes it. Saved this
+    way, a failed save keeps the previous file and says so in one line; the next run then rechecks
+    the tasks this one could not record (all outputs are on disk already).
+    """
+    from doit.dependency import JsonDB
+
+    def dump(db: JsonDB) -> None:
+        try:
+            with atomic_file(Path(db.name)) as f:
+                f.write(db.codec.encode(db._db).encode())
+        except (OutputError, OSError) as exc:
+            reason = exc if isinstance(exc, OutputError) else f"cannot write {db.name}: {exc.strerror}"
+            sys.stderr.write(f"warning: doit's record of this run is not saved ({reason}); the next run rechecks\n")
+
+    JsonDB.dump = dump
+
+
 def hold_output(out: Path):
     """Create the output folder and hold its lock for the life of the process.
 
-    A second run on the same folder is refused at once, naming the process that holds it.
+    A second run on the same folder is refused at once, naming the process that holds it. Temp
+    files a killed run left anywhere below the folder are removed once the lock is held.
     """
     out = Path(out)
     _mkdir(out)
@@ -128,9 +157,16 @@ def hold_output(out: Path):
         f.seek(0)
         holder = f.read().strip() or "another process"
         f.close()
-        raise OutputError(f"output folder {out} is in use by another doit run (pid {holder}); try again when it ends")
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
+        raise OutputError(
+            f"output folder {out} is in use by another doit run (pid {holder}); try again when it ends"
+        ) from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+    except OSError as exc:
+        f.close()
+        raise OutputError(f"cannot write in output folder {out}: {exc.strerror}") from None
+    remove_temps(out)
     return f

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import json
+import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -26,6 +28,39 @@ ACCEPT = ", ".join(INDEX_TYPES + MANIFEST_TYPES)
 
 CHUNK = 1 << 20
 RETRY_STATUS = {429, 500, 502, 503, 504}
+MANIFEST_LIMIT = 4 << 20  # distribution refuses bigger manifests; a bigger answer is not one
+CONFIG_LIMIT = 16 << 20  # an image config of unknown size (real ones are kilobytes)
+
+# The client's patience, each overridable from the environment (see client_settings).
+SETTINGS = {
+    "retries": ("LAMBDAIMAGES_RETRIES", int, 4),
+    "backoff": ("LAMBDAIMAGES_BACKOFF", float, 0.5),
+    "max_wait": ("LAMBDAIMAGES_MAX_WAIT", float, 30.0),
+    "connect_timeout": ("LAMBDAIMAGES_CONNECT_TIMEOUT", float, 5.0),
+    "read_timeout": ("LAMBDAIMAGES_READ_TIMEOUT", float, 60.0),
+}
+
+
+def client_settings(environ: Mapping[str, str] = os.environ) -> dict[str, float]:
+    """RegistryClient keyword arguments from LAMBDAIMAGES_RETRIES, _BACKOFF, _MAX_WAIT, _CONNECT_TIMEOUT, _READ_TIMEOUT.
+
+    Raises:
+        RegistryError: a variable is set to something that is not a number >= 0.
+    """
+    settings = {}
+    for key, (variable, kind, default) in SETTINGS.items():
+        text = environ.get(variable, "").strip()
+        if not text:
+            settings[key] = default
+            continue
+        try:
+            value = kind(text)
+        except ValueError:
+            value = -1
+        if value < 0 or value != value:
+            raise RegistryError(f"{variable}={text!r}: expected a {'whole ' if kind is int else ''}number >= 0")
+        settings[key] = value
+    return settings
 
 
 def registry_url(registry: str) -> str:
@@ -64,10 +99,16 @@ def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 
 
 class RegistryClient:
-    """One registry: anonymous or basic bearer-token auth, bounded retries, every byte verified.
+    """One registry: anonymous, basic or bearer-token auth, bounded retries, every byte verified.
 
-    Connection failures are remembered for the life of the process, so that a registry that is
-    down costs one timeout, not one per runtime and architecture.
+    429 and 5xx answers and connections that break or time out mid-request are retried `retries`
+    times, waiting `backoff` seconds doubling each time, or what the server's Retry-After asks for
+    (a wait above `max_wait` is not waited for: the request fails at once). A blob cut off
+    mid-stream resumes where it stopped (HTTP Range), within the same bound.
+
+    A registry that refuses connections, has no address, or times out on every attempt is
+    remembered as down for the life of the process, so that it costs one timeout, not one per
+    runtime and architecture.
     """
 
     _unreachable: ClassVar[dict[str, str]] = {}
@@ -78,6 +119,7 @@ class RegistryClient:
         base_url: str,
         *,
         credentials: tuple[str, str] | None = None,
+        credentials_source: str | None = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
         retries: int = 4,
@@ -86,7 +128,8 @@ class RegistryClient:
     ) -> None:
         self.base_url = registry_url(base_url)
         self.name = display_name(self.base_url)
-        self._credentials = credentials
+        self._credentials = tuple(credentials) if credentials else None
+        self._credentials_source = credentials_source or "the caller"
         self._timeout = (connect_timeout, read_timeout)
         self._retries = retries
         self._backoff = backoff
@@ -99,11 +142,11 @@ class RegistryClient:
     # -- transport -------------------------------------------------------------------------
 
     def _request(self, method: str, url: str, *, scope: str, what: str, **kwargs) -> requests.Response:
-        """Send with auth and retries; return a response with a status below 400."""
+        """Send with auth and bounded retries; return a response with a status below 400."""
         with self._lock:
             down = self._unreachable.get(self.base_url)
         if down:
-            raise RegistryUnreachable(down)
+            raise RegistryUnreachable(down, cause=down)
         if not url.startswith("http"):
             url = self.base_url + url
         headers = dict(kwargs.pop("headers", {}))
@@ -123,13 +166,19 @@ class RegistryClient:
                 # Refused, unresolvable or silent on connect: down, not busy; say so at once.
                 down = isinstance(exc, requests.ConnectTimeout) or _is_refused_or_dns(exc)
                 if attempt > self._retries or down:
-                    message = f"registry {self.name} unreachable ({_short(exc)})"
-                    if down:
-                        with self._lock:
-                            self._unreachable[self.base_url] = message
-                    raise RegistryUnreachable(message) from None
+                    tries = "" if down else f", {attempt} attempts"
+                    if isinstance(exc, requests.ConnectTimeout):
+                        reason = f"no answer to connect within {self._timeout[0]:g} s"
+                    else:
+                        reason = _short(exc)
+                    message = f"registry {self.name} unreachable ({reason}{tries})"
+                    with self._lock:
+                        self._unreachable[self.base_url] = message
+                    raise RegistryUnreachable(message, cause=message) from None
                 time.sleep(self._delay(attempt, None))
                 continue
+            except requests.RequestException as exc:
+                raise RegistryError(f"{what}: {_short(exc)}") from None
             if resp.status_code == 401 and not authed:
                 authed = True
                 self._authenticate(resp, scope, what)
@@ -137,28 +186,54 @@ class RegistryClient:
                 continue
             if resp.status_code in RETRY_STATUS and attempt < self._retries:
                 attempt += 1
-                wait = self._delay(attempt, resp.headers.get("Retry-After"))
+                retry_after = resp.headers.get("Retry-After")
                 resp.close()
+                wait = self._delay(attempt, retry_after)
+                if wait is None:
+                    raise RegistryError(
+                        f"registry {self.name} answered {resp.status_code} for {what} and asks to retry after "
+                        f"{retry_after.strip()!r}, longer than LAMBDAIMAGES_MAX_WAIT ({self._max_wait:g} s)"
+                    )
                 time.sleep(wait)
                 continue
             if resp.status_code >= 400:
-                raise RegistryError(_http_error(resp, self.name, what))
+                message = self._http_error(resp, what, attempt + 1)
+                resp.close()
+                raise RegistryError(message)
             return resp
 
     _basic = False
 
-    def _delay(self, attempt: int, retry_after: str | None) -> float:
+    def _delay(self, attempt: int, retry_after: str | None) -> float | None:
+        """Seconds to wait before retry `attempt`: the server's Retry-After (None if above max_wait), else backoff."""
         if retry_after:
-            try:
-                return min(float(retry_after), self._max_wait)
-            except ValueError:
-                pass
+            wait = _retry_after_seconds(retry_after)
+            if wait is not None:
+                return wait if wait <= self._max_wait else None
         return min(self._backoff * 2 ** (attempt - 1), self._max_wait)
+
+    def _http_error(self, resp: requests.Response, what: str, attempts: int) -> str:
+        status = resp.status_code
+        if status == 401:
+            if self._credentials:
+                return f"registry {self.name} rejected the credentials from {self._credentials_source} for {what} (401)"
+            return f"registry {self.name} requires credentials for {what} (401), and none are configured for it"
+        if status == 403:
+            return f"registry {self.name} denied {what} (403){_error_detail(resp)}"
+        if status == 404:
+            return f"{what} not found on registry {self.name} (404){_error_detail(resp)}"
+        tries = f", {attempts} attempts" if attempts > 1 else ""
+        return f"registry {self.name} answered {status} for {what}{tries}{_error_detail(resp)}"
 
     def _authenticate(self, resp: requests.Response, scope: str, what: str) -> None:
         header = resp.headers.get("WWW-Authenticate", "")
         scheme, params = _parse_challenge(header)
-        if scheme == "basic" and self._credentials:
+        if scheme == "basic":
+            if not self._credentials:
+                raise RegistryError(
+                    f"registry {self.name} requires credentials for {what} (401, basic auth), "
+                    "and none are configured for it"
+                )
             self._basic = True
             return
         if scheme != "bearer" or "realm" not in params:
@@ -168,11 +243,19 @@ class RegistryClient:
             )
         query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
         try:
-            token_resp = self._session.get(
-                params["realm"], params=query, auth=self._credentials, timeout=self._timeout
-            )
+            token_resp = self._session.get(params["realm"], params=query, auth=self._credentials, timeout=self._timeout)
         except requests.RequestException as exc:
             raise RegistryUnreachable(f"token service of {self.name} unreachable: {_short(exc)}") from None
+        if token_resp.status_code in (401, 403) and self._credentials:
+            raise RegistryError(
+                f"token service of {self.name} rejected the credentials from {self._credentials_source} for {what} "
+                f"({token_resp.status_code})"
+            )
+        if token_resp.status_code in (401, 403):
+            raise RegistryError(
+                f"registry {self.name} requires credentials for {what} (its token service answered "
+                f"{token_resp.status_code}), and none are configured for it"
+            )
         if token_resp.status_code != 200:
             raise RegistryError(f"token service of {self.name} answered {token_resp.status_code} for {what}")
         try:
@@ -185,15 +268,18 @@ class RegistryClient:
 
     def get_manifest(self, repository: str, reference: str) -> Manifest:
         """Fetch a manifest or index by tag or digest; a digest reference is verified."""
-        what = f"{self.name}/{repository}:{reference}" if ":" not in reference else f"{self.name}/{repository}@{reference}"
+        what = (
+            f"{self.name}/{repository}:{reference}" if ":" not in reference else f"{self.name}/{repository}@{reference}"
+        )
         resp = self._request(
             "GET",
             f"/v2/{repository}/manifests/{reference}",
             scope=f"repository:{repository}:pull",
             what=what,
             headers={"Accept": ACCEPT},
+            stream=True,
         )
-        body = resp.content
+        body = _read_limited(resp, MANIFEST_LIMIT, f"manifest {what}")
         digest = sha256_digest(body)
         if reference.startswith("sha256:") and digest != reference:
             raise DigestMismatch(f"manifest {what} hashes to {digest}")
@@ -210,32 +296,63 @@ class RegistryClient:
     def iter_blob(self, repository: str, digest: str, size: int | None = None) -> Iterator[bytes]:
         """Stream a blob in chunks; after the last chunk, length and sha256 have been checked.
 
-        A consumer must not trust what it wrote until the iterator is exhausted without error.
+        A stream cut off mid-way is resumed from where it stopped (a Range request), at most
+        `retries` times. A consumer must not trust what it wrote until the iterator is exhausted
+        without error.
         """
         what = f"blob {digest} of {self.name}/{repository}"
-        resp = self._request(
-            "GET", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull", what=what, stream=True
-        )
         hasher = hashlib.sha256()
         received = 0
-        try:
-            for chunk in resp.iter_content(CHUNK):
-                hasher.update(chunk)
-                received += len(chunk)
-                yield chunk
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise RegistryError(f"{what} cut off after {received} bytes: {_short(exc)}") from None
-        finally:
-            resp.close()
+        breaks = 0
+        while True:
+            headers = {"Accept-Encoding": "identity"}  # the bytes the digest is of, not a re-encoding
+            if received:
+                headers["Range"] = f"bytes={received}-"
+            resp = self._request(
+                "GET",
+                f"/v2/{repository}/blobs/{digest}",
+                scope=f"repository:{repository}:pull",
+                what=what,
+                stream=True,
+                headers=headers,
+            )
+            try:
+                skip = _resume_offset(resp, received, what)
+                for chunk in resp.iter_content(CHUNK):
+                    if skip:
+                        chunk, skip = chunk[skip:], max(0, skip - len(chunk))
+                        if not chunk:
+                            continue
+                    hasher.update(chunk)
+                    received += len(chunk)
+                    if size is not None and received > size:
+                        raise DigestMismatch(f"{what}: expected {size} bytes, received more")
+                    yield chunk
+                break
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+                breaks += 1
+                if breaks > self._retries:
+                    raise RegistryError(
+                        f"{what} cut off {breaks} times, the last after {received} bytes: {_short(exc)}"
+                    ) from None
+                time.sleep(self._delay(breaks, None))
+            finally:
+                resp.close()
         if size is not None and received != size:
             raise DigestMismatch(f"{what}: expected {size} bytes, received {received}")
         actual = "sha256:" + hasher.hexdigest()
         if actual != digest:
             raise DigestMismatch(f"{what} hashes to {actual}")
 
-    def get_blob(self, repository: str, digest: str) -> bytes:
-        """A small blob (a config) in memory, verified."""
-        return b"".join(self.iter_blob(repository, digest))
+    def get_blob(self, repository: str, digest: str, size: int | None = None) -> bytes:
+        """A small blob (a config) in memory, verified; without `size`, at most CONFIG_LIMIT bytes."""
+        chunks, total = [], 0
+        for chunk in self.iter_blob(repository, digest, size):
+            total += len(chunk)
+            if total > CONFIG_LIMIT:
+                raise RegistryError(f"blob {digest} of {self.name}/{repository} is over {CONFIG_LIMIT} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     # -- push (demo, tests, benchmark) -------------------------------------------------------
 
@@ -285,20 +402,76 @@ def _is_refused_or_dns(exc: Exception) -> bool:
 
 def _short(exc: Exception) -> str:
     text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "Failed to resolve", "timed out", "Read timed out"):
+    incomplete = re.search(r"IncompleteRead\(([^)]*)\)", text)
+    if incomplete:
+        return f"connection closed mid-answer ({incomplete.group(1)})"
+    for marker in (
+        "Connection refused",
+        "Name or service not known",
+        "Failed to resolve",
+        "Read timed out",
+        "timed out",
+    ):
         if marker in text:
             return marker.lower()
     return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
-def _http_error(resp: requests.Response, name: str, what: str) -> str:
-    detail = ""
+def _error_detail(resp: requests.Response) -> str:
+    """The registry's own words from an error answer (its first 64 KiB), as `: CODE message`."""
+    body = b""
     try:
-        errors = resp.json().get("errors") or []
-        if errors:
-            detail = ": " + "; ".join(f"{e.get('code', '')} {e.get('message', '')}".strip() for e in errors)
+        for chunk in resp.iter_content(1 << 16):
+            body += chunk
+            if len(body) >= 1 << 16:
+                break
+        errors = json.loads(body).get("errors") or []
+    except (ValueError, AttributeError, requests.RequestException):
+        return ""
+    if not isinstance(errors, list):
+        return ""
+    detail = "; ".join(
+        f"{e.get('code', '')} {e.get('message', '')}".strip()[:200] for e in errors[:3] if isinstance(e, dict)
+    )
+    return f": {detail}" if detail else ""
+
+
+def _retry_after_seconds(value: str) -> float | None:
+    """Retry-After as seconds (RFC 9110: a number of seconds or an HTTP date); None if unreadable."""
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
     except ValueError:
         pass
-    if resp.status_code == 404:
-        return f"{what} not found on registry {name} (404){detail}"
-    return f"registry {name} answered {resp.status_code} for {what}{detail}"
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _read_limited(resp: requests.Response, limit: int, what: str) -> bytes:
+    chunks, total = [], 0
+    try:
+        for chunk in resp.iter_content(CHUNK):
+            total += len(chunk)
+            if total > limit:
+                raise RegistryError(f"{what} is over {limit} bytes: not a manifest")
+            chunks.append(chunk)
+    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+        raise RegistryError(f"{what} cut off after {total} bytes: {_short(exc)}") from None
+    finally:
+        resp.close()
+    return b"".join(chunks)
+
+
+def _resume_offset(resp: requests.Response, received: int, what: str) -> int:
+    """How many leading bytes of a resumed answer were already received (0 for a 206 from the right offset)."""
+    if not received:
+        return 0
+    if resp.status_code == 206:
+        match = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
+        if not match or int(match.group(1)) != received:
+            raise RegistryError(f"{what}: resumed at the wrong offset ({resp.headers.get('Content-Range')!r})")
+        return 0
+    return received  # a full answer again: skip what we have

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
-from . import layout
+from . import credentials, layout
 from .catalog import Runtime
 from .errors import RegistryError, RegistryUnreachable
 from .files import write_if_changed
-from .registry import INDEX_TYPES, MANIFEST_TYPES, RegistryClient
+from .registry import INDEX_TYPES, MANIFEST_TYPES, RegistryClient, client_settings
 
 PLATFORMS = {"x86_64": "amd64", "arm64": "arm64"}
 GZIP_TYPES = (
@@ -19,15 +20,26 @@ GZIP_TYPES = (
 TAR_TYPES = ("application/vnd.oci.image.layer.v1.tar",)
 LAYER_TYPES = GZIP_TYPES + TAR_TYPES
 
-_clients: dict[tuple, RegistryClient] = {}
+_clients: dict[str, RegistryClient] = {}
+_clients_lock = threading.Lock()
 
 
-def client_for(registry: str, credentials: tuple[str, str] | None = None) -> RegistryClient:
-    """One client (connection pool, tokens) per registry for the whole process."""
-    key = (registry, credentials)
-    if key not in _clients:
-        _clients[key] = RegistryClient(registry, credentials=credentials)
-    return _clients[key]
+def client_for(registry: str) -> RegistryClient:
+    """One client (connection pool, tokens) per registry for the whole process.
+
+    It carries the registry's credentials (see credentials.lookup) and the retry and timeout
+    settings of the environment (see registry.client_settings).
+    """
+    with _clients_lock:
+        if registry not in _clients:
+            found = credentials.lookup(registry)
+            _clients[registry] = RegistryClient(
+                registry,
+                credentials=found.pair() if found else None,
+                credentials_source=found.source if found else None,
+                **client_settings(),
+            )
+        return _clients[registry]
 
 
 def resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: dict | None = None) -> dict:
@@ -44,6 +56,10 @@ def resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: dict 
     except RegistryError as exc:
         cause = str(exc) if isinstance(exc, RegistryUnreachable) else None
         raise type(exc)(f"{where}: {exc}", cause=cause) from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        # Verified bytes, but not the manifest or config structure the OCI spec describes.
+        detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0][:200]
+        raise RegistryError(f"{where}: malformed manifest or image config: {detail}") from None
 
 
 def _resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: dict) -> dict:
@@ -78,7 +94,7 @@ def _resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: dict
     if previous.get("config_digest") == config_digest:
         config = previous["config"]
     else:
-        config = json.loads(client.get_blob(runtime.repository, config_digest))
+        config = json.loads(client.get_blob(runtime.repository, config_digest, body["config"].get("size")))
     if config.get("architecture") != platform or config.get("os", "linux") != "linux":
         raise RegistryError(
             f"wrong architecture under the tag: asked for linux/{platform}, "
@@ -110,7 +126,15 @@ def _resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: dict
 def write_state(out: Path, state: dict) -> bool:
     """Store the state; the file is rewritten only when upstream moved, so dependants rerun only then."""
     data = (json.dumps(state, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
-    return write_if_changed(layout.state_path(out, state["runtime"], state["architecture"]), data)
+    path = layout.state_path(out, state["runtime"], state["architecture"])
+    try:
+        old = path.read_bytes()
+    except FileNotFoundError:
+        old = None
+    if old is not None and old != data:
+        # The snapshot being replaced stays as the previous one, for `doit changes` (its tarballs stay in the cache).
+        write_if_changed(layout.previous_state_path(out, state["runtime"], state["architecture"]), old)
+    return write_if_changed(path, data)
 
 
 def read_state(out: Path, runtime: str, arch: str) -> dict:

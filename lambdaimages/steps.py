@@ -11,7 +11,7 @@ from doit.exceptions import TaskFailed
 
 from . import engine, export, layout, render, resolve
 from .catalog import Runtime
-from .errors import ProjectError, RegistryUnreachable
+from .errors import ProjectError, RegistryUnreachable, RenderError
 
 
 def one_line_errors(action):
@@ -37,12 +37,17 @@ def one_line_errors(action):
 def resolve_runtime(out: Path, runtime: Runtime) -> dict:
     """Poll upstream for every architecture; state files change only when upstream moved."""
     client = resolve.client_for(runtime.registry)
-    changed = []
+    states = []
     for arch in runtime.architectures:
-        previous = _previous_state(out, runtime.name, arch)
-        state = resolve.resolve(runtime, arch, client, previous)
-        if resolve.write_state(out, state):
-            changed.append(arch)
+        state = resolve.resolve(runtime, arch, client, _previous_state(out, runtime.name, arch))
+        try:
+            render.dockerfile_context(runtime, state)  # a config no Dockerfile can express stops here
+        except RenderError as exc:
+            detail = str(exc).removeprefix(f"{runtime.name} {arch}: ")
+            raise RenderError(f"{runtime.name} {arch} ({runtime.image}): {detail}") from None
+        states.append(state)
+    # Written only when every architecture resolved: a failure leaves the whole runtime as it was.
+    changed = [state["architecture"] for state in states if resolve.write_state(out, state)]
     if changed:
         print(f"{runtime.name}: upstream {runtime.image} changed for {', '.join(changed)}")
     return {}
@@ -65,9 +70,12 @@ def state_files(out: Path, runtime: Runtime) -> list[str]:
 @one_line_errors
 def export_runtime(out: Path, runtime: Runtime) -> dict:
     client = resolve.client_for(runtime.registry)
+    states = {arch: resolve.read_state(out, runtime.name, arch) for arch in runtime.architectures}
+    # Every layer of every architecture into the cache first: a fault stops the export before the snapshot changes.
+    for arch, state in states.items():
+        export.fetch(runtime, arch, state, out, client)
     tarballs = []
-    for arch in runtime.architectures:
-        state = resolve.read_state(out, runtime.name, arch)
+    for arch, state in states.items():
         tarballs += export.export(runtime, arch, state, out, client)
     return {"tarballs": export.fingerprint(tarballs)}
 
@@ -202,3 +210,47 @@ def run_demo(out: Path):
 
     code = demo.run(out)
     return None if code == 0 else TaskFailed(f"the demo's doit run failed (exit {code}); see above")
+
+
+# -- verify --------------------------------------------------------------------------------
+
+
+@one_line_errors
+def verify_runtime(out: Path, catalog, runtime: Runtime):
+    """Check a runtime against upstream, record the result, refresh the reports; fail naming each failed check."""
+    from . import reports, verify
+
+    inputs = verify.inputs(out, runtime)
+    result = verify.verify_runtime(out, runtime)
+    reports.record(out, result, inputs)
+    print("\n".join(reports.describe(result)), flush=True)
+    reports.write(out, reports.verdicts(out, catalog))
+    if result.failed:
+        return TaskFailed(result.failure_message())
+    return {"inputs": inputs}
+
+
+def verification_current(out: Path, runtime: Runtime):
+    """doit uptodate check: same image and snapshot as the last successful verification."""
+    from . import verify
+
+    def check(task, values) -> bool:
+        if "inputs" not in values:
+            return False
+        try:
+            return values["inputs"] == verify.inputs(out, runtime)
+        except (OSError, ProjectError):
+            return False
+
+    return check
+
+
+@one_line_errors
+def verify_report(out: Path, catalog) -> None:
+    """The table of every runtime's last verification, and the JSON and JUnit reports."""
+    from . import reports
+
+    found = reports.verdicts(out, catalog)
+    paths = reports.write(out, found)
+    print(reports.table(found))
+    print(reports.closing_line(found, paths), flush=True)
