@@ -1,0 +1,690 @@
+"""`scripts/bench`: the pipeline against the plain docker way, side by side in one run, on this machine.
+
+Upstream is benchdata's set (12 images) on a local registry whose storage is cached in bench/cache.
+The baseline is what a maintainer scripts with the plain tools: per runtime and architecture
+`docker pull --platform`, `docker save`, `xz -T0 -6` of each layer tar, a Dockerfile, and
+`docker build` of the x86_64 one. Then, with lambdaimages: (a) cold `doit`, (b) no-op `doit`, (c) one
+runtime's tag moved to an image with one changed ~50 MB layer, (d) peak RSS of the doit process tree
+during (a), (e) export throughput against `xz -T0 -6` alone on the same bytes, and cold `doit` with
+`compression: gzip`. The output is checked byte for byte (against the baseline's `xz -T0` tarballs,
+and across compressor thread counts). It reports; it never fails on a number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import psutil
+
+from . import benchdata as data
+from .localregistry import LocalRegistry
+from .registry import OCI_INDEX, OCI_MANIFEST, RegistryClient, sha256_digest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PREFERRED_PORT = 5125
+TARGETS = {
+    "cold_ratio": 0.5,
+    "noop_s": 1.5,
+    "change_factor": 1.5,
+    "change_plus_s": 3.0,
+    "throughput_ratio": 0.9,
+    "rss_mb": 300,
+}
+BY_NAME = {rt.name: rt for rt in data.RUNTIMES}
+_start = time.monotonic()
+
+
+def say(message: str) -> None:
+    elapsed = int(time.monotonic() - _start)
+    print(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {message}", flush=True)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _run(cmd: list[str], log: Path, stdout=None, **kwargs) -> float:
+    """Run a command, output (or only its stderr) appended to `log`; its wall time. A failure stops the run."""
+    with open(log, "ab") as f:
+        f.write(f"$ {' '.join(cmd)}\n".encode())
+        f.flush()
+        start = time.monotonic()
+        proc = subprocess.run(cmd, stdout=stdout or f, stderr=f, **kwargs)
+        took = time.monotonic() - start
+    if proc.returncode != 0:
+        sys.exit(f"bench: {' '.join(cmd[:4])} ... failed ({proc.returncode}); see {log}")
+    return took
+
+
+# -- upstream: generated once, cached in bench/cache --------------------------------------------------
+
+
+def _build(spec: data.LayerSpec, folder: str) -> data.BuiltLayer:
+    return data.build_layer(spec, Path(folder))
+
+
+def prepare_upstream(client: RegistryClient, cache: Path, scale: float = 1.0) -> dict:
+    """Push the set unless the cache already holds it; the description of the set (upstream.json)."""
+    record = cache / "upstream.json"
+    if record.exists():
+        try:
+            upstream = json.loads(record.read_text())
+            if upstream["generator"] == data.GENERATOR and upstream.get("scale", 1.0) == scale:
+                for name, versions in upstream["index"].items():
+                    for digest in versions.values():
+                        client.get_manifest(BY_NAME[name].repository, digest)
+                say(f"upstream: cached in {cache} ({len(upstream['layers'])} distinct layers)")
+                return upstream
+        except Exception as exc:  # any doubt about the cache: generate again
+            say(f"upstream: cache not usable ({str(exc)[:100]}); generating again")
+    specs = data.all_layer_specs(scale)
+    total = sum(s.size for s in specs.values())
+    say(f"upstream: generating {len(specs)} distinct layers, ~{total / 1e6:.0f} MB uncompressed (once, then cached)")
+    blobs = cache / "blobs"
+    layers: dict[str, data.BuiltLayer] = {}
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        futures = {key: pool.submit(_build, spec, str(blobs)) for key, spec in specs.items()}
+        for key, future in futures.items():
+            layers[key] = future.result()
+            say(f"upstream: {key}: {layers[key].uncompressed / 1e6:.1f} MB, gzip {layers[key].size / 1e6:.1f} MB")
+    index: dict[str, dict] = {}
+    images: dict[str, dict] = {}
+    for runtime in data.RUNTIMES:
+        for version in (1, 2) if runtime.name == data.CHANGED else (1,):
+            manifests = {}
+            for arch in data.ARCHES:
+                specs_of = data.layer_specs(runtime, arch, version if arch == "x86_64" else 1, scale)
+                built = [layers[s.key] for s in specs_of]
+                for lay in built:
+                    client.push_blob(runtime.repository, Path(lay.blob).read_bytes())
+                config = data.image_config(runtime, arch, [b.diff_id for b in built], version)
+                client.push_blob(runtime.repository, config)
+                body = data.image_manifest(config, built)
+                client.push_manifest(runtime.repository, sha256_digest(body), OCI_MANIFEST, body)
+                manifests[arch] = body
+                images.setdefault(runtime.name, {}).setdefault(f"v{version}", {})[arch] = [s.key for s in specs_of]
+            body = data.image_index(manifests)
+            digest = client.push_manifest(runtime.repository, sha256_digest(body), OCI_INDEX, body)
+            index.setdefault(runtime.name, {})[f"v{version}"] = digest
+    shutil.rmtree(blobs, ignore_errors=True)
+    upstream = {
+        "generator": data.GENERATOR,
+        "scale": scale,
+        "layers": {
+            k: {"diff_id": b.diff_id, "digest": b.digest, "size": b.size, "uncompressed": b.uncompressed}
+            for k, b in layers.items()
+        },
+        "images": images,
+        "index": index,
+    }
+    record.write_text(json.dumps(upstream, indent=2) + "\n")
+    say(f"upstream: pushed {len(data.RUNTIMES) * len(data.ARCHES)} images (+1 changed), cached in {cache}")
+    return upstream
+
+
+def point_tag(client: RegistryClient, runtime: str, upstream: dict, version: str) -> None:
+    """Move `<repository>:latest` to version v1 or v2 of a runtime's index."""
+    repo = BY_NAME[runtime].repository
+    body = client.get_manifest(repo, upstream["index"][runtime][version]).body
+    client.push_manifest(repo, data.TAG, OCI_INDEX, body)
+
+
+def distinct_layers(upstream: dict, version: str = "v1") -> dict[str, dict]:
+    """diff_id -> layer of every distinct layer the images carry at `version` (the tags' state)."""
+    found = {}
+    for name, versions in upstream["images"].items():
+        for keys in versions["v1" if version == "v1" or name != data.CHANGED else version].values():
+            for key in keys:
+                lay = upstream["layers"][key]
+                found[lay["diff_id"]] = {**lay, "key": key}
+    return found
+
+
+# -- the baseline: plain docker + xz ---------------------------------------------------------------------
+
+
+def baseline_dockerfile(config: dict, tarballs: list[str]) -> str:
+    """What a maintainer's script writes: the same instructions as ours, so the builds cost the same."""
+    cfg = config.get("config") or {}
+    lines = ["FROM scratch", ""] + [f"ADD {t} /" for t in tarballs] + [""]
+    lines += [f'ENV {k}="{v}"' for k, _, v in (e.partition("=") for e in cfg.get("Env") or [])]
+    lines += [f'LABEL "{k}"="{v}"' for k, v in sorted((cfg.get("Labels") or {}).items())]
+    if cfg.get("WorkingDir"):
+        lines.append(f"WORKDIR {cfg['WorkingDir']}")
+    lines.append(f"ENTRYPOINT {json.dumps(cfg.get('Entrypoint'))}")
+    lines.append(f"CMD {json.dumps(cfg.get('Cmd'))}")
+    return "\n".join(lines) + "\n"
+
+
+def run_baseline(docker: str, host: str, work: Path, logs: Path) -> dict:
+    """The plain-tools way for all 12 images; phase totals, per-layer xz times, what it left in the engine."""
+    shutil.rmtree(work, ignore_errors=True)
+    log = logs / "baseline.log"
+    env = {**os.environ, "DOCKER_BUILDKIT": "0"}  # the legacy builder, the one our builds use too
+    phases = {"pull": 0.0, "save": 0.0, "xz": 0.0, "dockerfile": 0.0, "build": 0.0}
+    xz_times: dict[str, list[float]] = {}
+    tarballs: dict[str, Path] = {}
+    pulled, built = set(), []
+    start = time.monotonic()
+    for runtime in data.RUNTIMES:
+        folder = work / runtime.name
+        ref = f"{host}/{runtime.repository}:{data.TAG}"
+        for arch in data.ARCHES:
+            seconds = {"pull": _run([docker, "pull", "-q", "--platform", f"linux/{data.PLATFORMS[arch]}", ref], log)}
+            image_id = subprocess.run(
+                [docker, "image", "inspect", "-f", "{{.Id}}", ref], capture_output=True, text=True, check=True
+            ).stdout.strip()
+            pulled.add(image_id)
+            saved = work / "saved"
+            shutil.rmtree(saved, ignore_errors=True)
+            saved.mkdir(parents=True)
+            t = time.monotonic()
+            with open(log, "ab") as f:
+                save = subprocess.Popen([docker, "save", ref], stdout=subprocess.PIPE, stderr=f)
+                untar = subprocess.run(["tar", "-x", "-C", str(saved)], stdin=save.stdout, stderr=f)
+                save.stdout.close()
+                if save.wait() != 0 or untar.returncode != 0:
+                    sys.exit(f"bench: docker save {ref} | tar -x failed; see {log}")
+            seconds["save"] = time.monotonic() - t
+            manifest = json.loads((saved / "manifest.json").read_text())[0]
+            config = json.loads((saved / manifest["Config"]).read_text())
+            diff_ids = config["rootfs"]["diff_ids"]
+            (folder / arch).mkdir(parents=True, exist_ok=True)
+            seconds["xz"] = 0.0
+            for layer_tar, diff_id in zip(manifest["Layers"], diff_ids, strict=True):
+                dest = folder / arch / f"{diff_id.removeprefix('sha256:')}.tar.xz"
+                with open(dest, "wb") as out:
+                    took = _run(["xz", "-T0", "-6", "-c", str(saved / layer_tar)], log, stdout=out)
+                xz_times.setdefault(diff_id, []).append(took)
+                tarballs.setdefault(diff_id, dest)
+                seconds["xz"] += took
+            t = time.monotonic()
+            names = [f"{d.removeprefix('sha256:')}.tar.xz" for d in diff_ids]
+            (folder / arch / f"Dockerfile.{runtime.name}").write_text(baseline_dockerfile(config, names))
+            if arch == "x86_64":
+                text = baseline_dockerfile(config, [f"x86_64/{n}" for n in names])
+                (folder / f"Dockerfile.{runtime.name}").write_text(text)
+                (folder / ".dockerignore").write_text("arm64/\n")
+            seconds["dockerfile"] = time.monotonic() - t
+            shutil.rmtree(saved)
+            for k, v in seconds.items():
+                phases[k] += v
+            say(
+                f"baseline: {runtime.name} {arch}: pull {seconds['pull']:.1f} s, save {seconds['save']:.1f} s, "
+                f"xz {len(diff_ids)} layers {seconds['xz']:.1f} s"
+            )
+        tag = f"bench-baseline-{runtime.name}:local"
+        took = _run(
+            [docker, "build", "-q", "-t", tag, "-f", f"Dockerfile.{runtime.name}", "."], log, cwd=folder, env=env
+        )
+        built.append(tag)
+        phases["build"] += took
+        say(f"baseline: {runtime.name}: docker build {took:.1f} s")
+    total = time.monotonic() - start
+    return {
+        "seconds": total,
+        "phases": phases,
+        "xz_times": xz_times,
+        "tarballs": tarballs,
+        "pulled": sorted(pulled),
+        "built": built,
+    }
+
+
+# -- lambdaimages runs -----------------------------------------------------------------------------------
+
+
+def catalog_text(registry_url: str, compression: str = "xz") -> str:
+    lines = [
+        "# Written by scripts/bench.",
+        "defaults:",
+        f"  registry: {registry_url}",
+        f"  compression: {compression}",
+        "  level: 6",
+        "runtimes:",
+    ]
+    for runtime in data.RUNTIMES:
+        lines += [f"  {runtime.name}:", f"    image: {runtime.repository}:{data.TAG}"]
+    return "\n".join(lines) + "\n"
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def run_doit(catalog: Path, out: Path, log: Path, *tasks: str, label: str, env: dict | None = None) -> dict:
+    """`doit catalog=... out=... TASKS` as a user runs it; wall time and peak RSS of its process tree."""
+    cmd = [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), f"catalog={catalog}", f"out={out}", *tasks]
+    peak = 0
+    with open(log, "ab") as f:
+        f.write(f"$ {' '.join(cmd)}\n".encode())
+        f.flush()
+        start = time.monotonic()
+        child = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
+        proc = psutil.Process(child.pid)
+        last = start
+        while child.poll() is None:
+            try:
+                peak = max(peak, tree_rss(proc))
+            except psutil.Error:
+                pass
+            now = time.monotonic()
+            if now - last >= 30:
+                last = now
+                say(f"{label}: running for {now - start:.0f} s, peak RSS so far {peak / 1e6:.0f} MB")
+            time.sleep(0.05)
+        seconds = time.monotonic() - start
+    if child.returncode != 0:
+        sys.exit(f"bench: {label}: doit failed ({child.returncode}); see {log}")
+    return {"seconds": seconds, "peak_rss": peak}
+
+
+def image_ids(docker: str, tags: list[str]) -> dict[str, str | None]:
+    ids = {}
+    for tag in tags:
+        proc = subprocess.run([docker, "image", "inspect", "-f", "{{.Id}}", tag], capture_output=True, text=True)
+        ids[tag] = proc.stdout.strip() if proc.returncode == 0 else None
+    return ids
+
+
+def remove_images(docker: str, refs: list[str]) -> None:
+    for ref in refs:
+        subprocess.run([docker, "rmi", "-f", ref], capture_output=True)
+
+
+def remove_bench_images(docker: str) -> int:
+    """Remove every image of the benchmark's set, tagged or not: pulled, built by the baseline or by doit.
+
+    An untagged image left by an earlier run (a build replaced by a newer one) would otherwise serve
+    the legacy builder's cache. Removing an image removes its untagged parents (the build steps) too.
+    """
+    listed = subprocess.run(
+        [docker, "images", "-aq", "--no-trunc", "--filter", f"label={data.VERSION_LABEL}"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    ours = []
+    for image in dict.fromkeys(listed):
+        label = subprocess.run(
+            [docker, "image", "inspect", "-f", f'{{{{index .Config.Labels "{data.VERSION_LABEL}"}}}}', image],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        if label.startswith("bench-"):
+            ours.append(image)
+    remove_images(docker, ours)
+    return len(ours)
+
+
+def local_tags() -> list[str]:
+    return [f"{rt.name}:local" for rt in data.RUNTIMES]
+
+
+def fetch_layer_tar(client: RegistryClient, repository: str, layer: dict, dest: Path) -> None:
+    """The uncompressed tar of one layer, from the registry."""
+    unpack = zlib.decompressobj(wbits=31)
+    with open(dest, "wb") as f:
+        for chunk in client.iter_blob(repository, layer["digest"], layer["size"]):
+            f.write(unpack.decompress(chunk))
+        f.write(unpack.flush())
+
+
+THREADS_CHECK = """
+import hashlib, io, sys
+from pathlib import Path
+from lambdaimages import xzblocks
+buf = io.BytesIO()
+xzblocks.compress_file(Path(sys.argv[1]), buf, 6, Path(sys.argv[2]))
+print(hashlib.sha256(buf.getvalue()).hexdigest())
+"""
+
+
+def threads_identical(source: Path, spool: Path, expected: str, counts=(1, 3)) -> dict[str, bool]:
+    """Compress `source` with 1 and 3 compressor threads in fresh processes; compare with `expected`."""
+    result = {}
+    for count in counts:
+        env = {**os.environ, "LAMBDAIMAGES_XZ_THREADS": str(count), "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run(
+            [sys.executable, "-c", THREADS_CHECK, str(source), str(spool)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        result[f"threads={count}"] = proc.stdout.strip() == expected
+    return result
+
+
+# -- the whole benchmark ---------------------------------------------------------------------------------
+
+
+def _port() -> int | None:
+    with socket.socket() as s:
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the registry binds
+            s.bind(("127.0.0.1", PREFERRED_PORT))
+        except OSError:
+            return None
+    return PREFERRED_PORT
+
+
+def _versions(docker: str) -> dict:
+    def first_line(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines()[0]
+        except (OSError, IndexError):
+            return None
+
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "xz": first_line(["xz", "--version"]),
+        "engine": first_line([docker, "version", "-f", "{{.Server.Version}}"]),
+        "python": platform.python_version(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def run(bench: Path = BENCH, skip_baseline: bool = False, scale: float = 1.0) -> dict:
+    docker = shutil.which("docker") or "/usr/bin/docker"
+    cache, out = bench / "cache", bench / "out"
+    logs = out / "logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
+    results: dict = {"machine": _versions(docker), "targets": TARGETS}
+    # Other work on the machine slows every phase: the 1-minute load average after each one says how much.
+    load = results["machine"]["loadavg_1min_after"] = {}
+
+    def phase_done(name: str) -> None:
+        load[name] = round(os.getloadavg()[0], 2)
+
+    with LocalRegistry(storage=cache / "registry", port=_port()) as registry:
+        client = RegistryClient(registry.url)
+        say(f"registry {registry.url}, storage {cache / 'registry'}")
+        upstream = prepare_upstream(client, cache, scale)
+        for name in BY_NAME:
+            point_tag(client, name, upstream, "v1")
+        layers = distinct_layers(upstream)
+        per_image = sum(
+            upstream["layers"][k]["uncompressed"]
+            for v in upstream["images"].values()
+            for keys in v["v1"].values()
+            for k in keys
+        )
+        unique = sum(lay["uncompressed"] for lay in layers.values())
+        results["upstream"] = {
+            "images": len(data.RUNTIMES) * len(data.ARCHES),
+            "distinct_layers": len(layers),
+            "distinct_mb": round(unique / 1e6, 1),
+            "all_images_mb": round(per_image / 1e6, 1),
+            "gzip_mb": round(sum(lay["size"] for lay in layers.values()) / 1e6, 1),
+        }
+        say(
+            f"upstream: 12 images, {len(layers)} distinct layers, {unique / 1e6:.0f} MB distinct, "
+            f"{per_image / 1e6:.0f} MB summed over images"
+        )
+        if removed := remove_bench_images(docker):
+            say(f"removed {removed} image(s) of the set that an earlier run left")
+
+        # Baseline. Its images go before our builds: the legacy builder's cache would serve them.
+        base = None
+        if not skip_baseline:
+            say("baseline: docker pull --platform, docker save, xz -T0 -6 per layer, Dockerfile, docker build")
+            base = run_baseline(docker, registry.host, out / "baseline", logs)
+            remove_images(docker, base["built"] + base["pulled"])
+            say(f"baseline: {base['seconds']:.1f} s in all; its images removed")
+            phase_done("baseline")
+
+        catalog = out / "runtimes.yaml"
+        catalog.write_text(catalog_text(registry.url))
+        cold_out = out / "cold"
+        shutil.rmtree(cold_out, ignore_errors=True)
+        say("(a) cold: plain doit, empty output and cache")
+        cold = run_doit(catalog, cold_out, logs / "cold.log", label="(a) cold")
+        say(f"(a) cold: {cold['seconds']:.1f} s, (d) peak RSS {cold['peak_rss'] / 1e6:.0f} MB")
+        phase_done("cold")
+        built_ids = image_ids(docker, local_tags())
+        xz_cache = cold_out / ".cache" / "xz6"
+        xz_bytes = sum((xz_cache / f"{d.removeprefix('sha256:')}.tar.xz").stat().st_size for d in layers)
+        results["upstream"]["xz6_mb"] = round(xz_bytes / 1e6, 1)
+
+        say("(b) no-op: doit again")
+        noop = run_doit(catalog, cold_out, logs / "noop.log", label="(b) no-op")
+        noop["rebuilt"] = [t for t, i in image_ids(docker, local_tags()).items() if i != built_ids[t]]
+        say(f"(b) no-op: {noop['seconds']:.2f} s, images rebuilt: {noop['rebuilt'] or 'none'}")
+        phase_done("noop")
+
+        identical: dict = {}
+        if base is not None:
+            say("identity: every tarball of (a) against the baseline's xz -T0 -6 output")
+            cache_dir = cold_out / ".cache" / "xz6"
+            same = sum(
+                sha256_file(cache_dir / f"{d.removeprefix('sha256:')}.tar.xz") == sha256_file(base["tarballs"][d])
+                for d in layers
+            )
+            identical["tarballs_vs_xz_T0"] = f"{same}/{len(layers)}"
+
+        # (c) one change: the reference is xz -T0 -6 on that one layer, measured now.
+        changed_key = upstream["images"][data.CHANGED]["v2"]["x86_64"][1]
+        changed = upstream["layers"][changed_key]
+        work = out / "work"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        layer_tar = work / "changed.tar"
+        fetch_layer_tar(client, BY_NAME[data.CHANGED].repository, changed, layer_tar)
+        with open(work / "changed.tar.xz", "wb") as f:
+            xz_one = _run(["xz", "-T0", "-6", "-c", str(layer_tar)], logs / "xz.log", stdout=f)
+        say(f"(c) reference: xz -T0 -6 of the changed {changed['uncompressed'] / 1e6:.0f} MB layer: {xz_one:.1f} s")
+        point_tag(client, data.CHANGED, upstream, "v2")
+        say(f"(c) one change: {data.CHANGED}:latest moved (x86_64 runtime layer changed); doit")
+        change = run_doit(catalog, cold_out, logs / "change.log", label="(c) one change")
+        change["rebuilt"] = [t for t, i in image_ids(docker, local_tags()).items() if i != built_ids[t]]
+        change["xz_T0_layer_s"] = xz_one
+        ours = cold_out / ".cache" / "xz6" / f"{changed['diff_id'].removeprefix('sha256:')}.tar.xz"
+        expected = sha256_file(work / "changed.tar.xz")
+        identical["changed_layer_vs_xz_T0"] = sha256_file(ours) == expected
+        say(f"(c) one change: {change['seconds']:.1f} s, images rebuilt: {change['rebuilt']}")
+        phase_done("one_change")
+        point_tag(client, data.CHANGED, upstream, "v1")
+
+        say("identity: the changed layer compressed with 1 and 3 compressor threads")
+        identical.update(threads_identical(layer_tar, work, expected))
+
+        export_out = out / "export"
+        shutil.rmtree(export_out, ignore_errors=True)
+        say("(e) export throughput: doit export, empty output and cache")
+        export = run_doit(catalog, export_out, logs / "export.log", "export", label="(e) export")
+        export["mb_s"] = unique / export["seconds"] / 1e6
+        if base is not None:
+            xz_alone = sum(sum(base["xz_times"][d]) / len(base["xz_times"][d]) for d in layers)
+            export["xz_T0_alone_s"] = xz_alone
+            export["xz_T0_alone_mb_s"] = unique / xz_alone / 1e6
+        say(f"(e) export: {export['seconds']:.1f} s, {export['mb_s']:.2f} MB/s")
+        phase_done("export")
+        shutil.rmtree(export_out, ignore_errors=True)
+
+        remove_images(docker, local_tags() + [i for i in built_ids.values() if i])
+        gzip_catalog = out / "runtimes-gzip.yaml"
+        gzip_catalog.write_text(catalog_text(registry.url, "gzip"))
+        gzip_out = out / "gzip"
+        shutil.rmtree(gzip_out, ignore_errors=True)
+        say("cold with compression: gzip (upstream blobs stored as-is)")
+        gzip = run_doit(gzip_catalog, gzip_out, logs / "gzip.log", label="gzip cold")
+        as_is = sum(
+            sha256_file(gzip_out / ".cache" / "gzip" / f"{d.removeprefix('sha256:')}.tar.gz") == lay["digest"][7:]
+            for d, lay in layers.items()
+        )
+        identical["gzip_tarballs_are_upstream_blobs"] = f"{as_is}/{len(layers)}"
+        say(f"gzip cold: {gzip['seconds']:.1f} s")
+        phase_done("gzip_cold")
+        remove_bench_images(docker)
+        # The big folders go (bench/out/logs and the results stay); the cache in bench/cache stays.
+        for folder in (gzip_out, work, cold_out, out / "baseline"):
+            shutil.rmtree(folder, ignore_errors=True)
+
+    results["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results.update(summarise(base, cold, noop, change, export, gzip))
+    results["identical"] = identical
+    return results
+
+
+def summarise(base, cold, noop, change, export, gzip) -> dict:
+    t = TARGETS
+    rows = {}
+    if base is not None:
+        rows["baseline"] = {
+            "seconds": round(base["seconds"], 1),
+            "phases": {k: round(v, 1) for k, v in base["phases"].items()},
+        }
+    ratio = cold["seconds"] / base["seconds"] if base else None
+    rows["cold"] = {"seconds": round(cold["seconds"], 1), "ratio": _r(ratio), "met": _met(ratio, t["cold_ratio"])}
+    rows["noop"] = {
+        "seconds": round(noop["seconds"], 2),
+        "met": noop["seconds"] <= t["noop_s"],
+        "rebuilt": noop["rebuilt"],
+    }
+    limit = t["change_factor"] * change["xz_T0_layer_s"] + t["change_plus_s"]
+    rows["one_change"] = {
+        "seconds": round(change["seconds"], 1),
+        "xz_T0_layer_s": round(change["xz_T0_layer_s"], 1),
+        "limit_s": round(limit, 1),
+        "met": change["seconds"] <= limit,
+        "rebuilt": change["rebuilt"],
+    }
+    rss = cold["peak_rss"] / 1e6
+    rows["peak_rss"] = {"mb": round(rss), "met": rss <= t["rss_mb"]}
+    tr = export["mb_s"] / export["xz_T0_alone_mb_s"] if "xz_T0_alone_mb_s" in export else None
+    rows["export"] = {
+        "seconds": round(export["seconds"], 1),
+        "mb_s": round(export["mb_s"], 2),
+        "xz_T0_alone_mb_s": _r(export.get("xz_T0_alone_mb_s")),
+        "ratio": _r(tr),
+        "met": None if tr is None else tr >= t["throughput_ratio"],
+    }
+    gr = gzip["seconds"] / base["seconds"] if base else None
+    rows["gzip_cold"] = {"seconds": round(gzip["seconds"], 1), "ratio": _r(gr)}
+    return rows
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
+
+
+def _met(ratio: float | None, target: float) -> bool | None:
+    return None if ratio is None else ratio <= target
+
+
+def table(results: dict) -> str:
+    def yes(v):
+        return "-" if v is None else ("yes" if v else "NO")
+
+    r = results
+    base = r.get("baseline", {}).get("seconds")
+    rows = [("measure", "lambdaimages", "reference", "ratio", "target", "met")]
+    rows.append(
+        (
+            "(a) cold, 12 images",
+            f"{r['cold']['seconds']} s",
+            f"baseline {base} s" if base else "-",
+            str(r["cold"]["ratio"]),
+            "<= 0.5 x baseline",
+            yes(r["cold"]["met"]),
+        )
+    )
+    rows.append(("(b) no-op", f"{r['noop']['seconds']} s", "-", "-", "<= 1.5 s", yes(r["noop"]["met"])))
+    c = r["one_change"]
+    rows.append(
+        (
+            "(c) one change",
+            f"{c['seconds']} s",
+            f"xz -T0 -6 of the layer {c['xz_T0_layer_s']} s",
+            "-",
+            f"<= 1.5 x + 3 s = {c['limit_s']} s",
+            yes(c["met"]),
+        )
+    )
+    rows.append(
+        ("(d) peak RSS, doit tree", f"{r['peak_rss']['mb']} MB", "-", "-", "<= 300 MB", yes(r["peak_rss"]["met"]))
+    )
+    e = r["export"]
+    rows.append(
+        (
+            "(e) export throughput",
+            f"{e['mb_s']} MB/s",
+            f"xz -T0 -6 alone {e['xz_T0_alone_mb_s']} MB/s",
+            str(e["ratio"]),
+            ">= 0.9 x xz",
+            yes(e["met"]),
+        )
+    )
+    g = r["gzip_cold"]
+    rows.append(
+        (
+            "cold, compression: gzip",
+            f"{g['seconds']} s",
+            f"baseline {base} s" if base else "-",
+            str(g["ratio"]),
+            "(reported)",
+            "-",
+        )
+    )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    if base:
+        p = r["baseline"]["phases"]
+        lines.append("baseline phases: " + ", ".join(f"{k} {v} s" for k, v in p.items()))
+    lines.append("byte-identical: " + ", ".join(f"{k} {v}" for k, v in r["identical"].items()))
+    m = r["machine"]
+    lines.append(
+        f"machine: {m['cpus']} cores, {m['memory_gb']} GB, {m['xz']}, engine {m['engine']}, "
+        f"load average {m['loadavg_at_start']} at start, {m['loadavg_at_end']} at end"
+    )
+    if m.get("loadavg_1min_after"):
+        lines.append(
+            "1-min load average after each phase: " + ", ".join(f"{k} {v}" for k, v in m["loadavg_1min_after"].items())
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-baseline", action="store_true", help="measure lambdaimages only (no ratios)")
+    parser.add_argument("--dir", type=Path, default=BENCH, help="cache/ and out/ go here (default bench/)")
+    parser.add_argument("--scale", type=float, default=1.0, help="layer sizes x SCALE (a quick trial run; default 1)")
+    args = parser.parse_args(argv)
+    results = run(args.dir.resolve(), args.skip_baseline, args.scale)
+    out = args.dir / "out"
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = table(results)
+    (out / "results.txt").write_text(text + "\n")
+    print("\n" + text)
+    say(f"results in {out / 'results.json'} and {out / 'results.txt'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
