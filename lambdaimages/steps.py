@@ -72,8 +72,7 @@ def export_runtime(out: Path, runtime: Runtime) -> dict:
     client = resolve.client_for(runtime.registry)
     states = {arch: resolve.read_state(out, runtime.name, arch) for arch in runtime.architectures}
     # Every layer of every architecture into the cache first: a fault stops the export before the snapshot changes.
-    for arch, state in states.items():
-        export.fetch(runtime, arch, state, out, client)
+    export.fetch_all(runtime, states, out, client)
     tarballs = []
     for arch, state in states.items():
         tarballs += export.export(runtime, arch, state, out, client)
@@ -143,7 +142,7 @@ def build_inputs(out: Path, runtime: Runtime) -> dict | None:
     plan = build_plan(out, runtime)
     if plan is None:
         return None
-    context, dockerfile, arch = plan
+    context, dockerfile, _ = plan
     text = (context / dockerfile).read_bytes()
     tarballs = [context / line.split()[1] for line in text.decode().splitlines() if line.startswith("ADD ")]
     return {"dockerfile": hashlib.sha256(text).hexdigest(), "tarballs": export.fingerprint(tarballs)}

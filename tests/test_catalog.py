@@ -67,8 +67,14 @@ def test_digest_reference():
         ("runtimes:\n  a:\n    image: [unclosed\n", "cat.yaml:4: YAML syntax error"),
         ("runtimes:\n  a:\n    imgae: x:1\n", "cat.yaml:3: runtime a: unknown key 'imgae'"),
         ("runtimes:\n  a:\n    registry: x\n", "cat.yaml:3: runtime a: missing 'image'"),
-        ("runtimes:\n  a:\n    image: x:1\n    architectures: [mips]\n", "cat.yaml:4: runtime a: unknown architecture 'mips'"),
-        ("runtimes:\n  a:\n    image: x:1\n  a:\n    image: y:1\n", "cat.yaml:4: runtimes: duplicate runtime 'a' (first on line 2)"),
+        (
+            "runtimes:\n  a:\n    image: x:1\n    architectures: [mips]\n",
+            "cat.yaml:4: runtime a: unknown architecture 'mips'",
+        ),
+        (
+            "runtimes:\n  a:\n    image: x:1\n  a:\n    image: y:1\n",
+            "cat.yaml:4: runtimes: duplicate runtime 'a' (first on line 2)",
+        ),
         ("runtimes:\n  ../x:\n    image: x:1\n", "cat.yaml:2: runtime '../x': unsafe runtime name"),
         ("runtimes:\n  a b:\n    image: x:1\n", "cat.yaml:2: runtime 'a b': unsafe runtime name"),
         ("runtimes:\n  Py3:\n    image: x:1\n", "cat.yaml:2: runtime 'Py3': unsafe runtime name"),
@@ -94,13 +100,16 @@ def test_bad_catalogs(text, expected):
 
 def test_smoke_test_files_must_exist(tmp_path):
     (tmp_path / "fn").mkdir()
-    good = "runtimes:\n  a:\n    image: x:1\n    smoke:\n      handler: f.h\n      files: fn\n      event: {a: 1}\n      expect: 2\n"
+    good = (
+        "runtimes:\n  a:\n    image: x:1\n    smoke:\n"
+        "      handler: f.h\n      files: fn\n      event: {a: 1}\n      expect: 2\n"
+    )
     rt = catalog.parse(good, tmp_path / "c.yaml").runtimes[0]
     assert rt.smoke.files == str((tmp_path / "fn").resolve()) and rt.smoke.event == {"a": 1}
-    with pytest.raises(CatalogError, match=r"c.yaml:6: runtime a smoke: files folder .* does not exist"):
+    with pytest.raises(CatalogError, match=r"c\.yaml:6: runtime a smoke: files folder .* does not exist"):
         catalog.parse(good.replace("files: fn", "files: nope"), tmp_path / "c.yaml")
 
 
 def test_unreadable_catalog(tmp_path):
-    with pytest.raises(CatalogError, match="missing.yaml: cannot read catalog"):
+    with pytest.raises(CatalogError, match=r"missing\.yaml: cannot read catalog"):
         catalog.load(tmp_path / "missing.yaml")
