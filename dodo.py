@@ -36,8 +36,9 @@ DOIT_CONFIG = {
     "num_process": 2,
     "par_type": "thread",
 }
-# Every task sets "io": {"capture": False}: doit's capture swaps the process-wide sys.stdout/stderr per task,
-# which from two threads at once crashed Python (SIGSEGV in 5 of 8 runs of 14 runtimes, none without capture).
+# Every task shows its output as it comes, uncaptured: doit's capture swaps the process-wide sys.stdout/stderr
+# per task, which from two threads at once crashed Python (SIGSEGV in 5 of 8 runs of 14 runtimes, none without).
+SHOWN = {"verbosity": 2, "io": {"capture": False}}
 TEMPLATES = sorted(str(p) for p in render.TEMPLATES.glob("*.j2"))
 
 
@@ -49,8 +50,7 @@ def task_resolve():
             "actions": [(steps.resolve_runtime, [OUT, rt])],
             "targets": steps.state_files(OUT, rt),
             "uptodate": [False],
-            "verbosity": 2,
-            "io": {"capture": False},
+            **SHOWN,
         }
 
 
@@ -62,8 +62,7 @@ def task_export():
             "actions": [(steps.export_runtime, [OUT, rt])],
             "file_dep": steps.state_files(OUT, rt),
             "uptodate": [steps.tarballs_unchanged(OUT, rt)],
-            "verbosity": 2,
-            "io": {"capture": False},
+            **SHOWN,
         }
 
 
@@ -77,8 +76,7 @@ def task_render():
             # After a failed export the snapshot keeps its old Dockerfiles, which match its old tarballs.
             "task_dep": [f"export:{rt.name}"],
             "targets": [str(p) for p in render.dockerfile_outputs(rt, OUT)],
-            "verbosity": 2,
-            "io": {"capture": False},
+            **SHOWN,
         }
 
 
@@ -102,8 +100,7 @@ def task_build():
             "task_dep": [f"snapshot:{rt.name}"],
             "uptodate": [steps.image_current(OUT, rt)],
             "clean": [(steps.clean_image, [rt])],
-            "verbosity": 2,
-            "io": {"capture": False},
+            **SHOWN,
         }
 
 
@@ -112,8 +109,7 @@ def task_demo():
     return {
         "actions": [(steps.run_demo, [Path(get_var("demo_out", "build-demo"))])],
         "uptodate": [False],
-        "verbosity": 2,
-        "io": {"capture": False},
+        **SHOWN,
     }
 
 
@@ -127,8 +123,7 @@ def task_publish():
             "task_dep": [f"snapshot:{rt.name}"],
             "uptodate": [False],
             "clean": [(publish.clean_private, [OUT, rt])],
-            "verbosity": 2,
-            "io": {"capture": False},
+            **SHOWN,
         }
 
 
@@ -141,8 +136,7 @@ def task_changes():
             "actions": [(publish.print_changes, [OUT, rt, repo])],
             "task_dep": [f"snapshot:{rt.name}"],
             "uptodate": [False],
-            "verbosity": 2,
-            "io": {"capture": False},
+            **SHOWN,
         }
 
 
@@ -154,8 +148,7 @@ def task_verify():
             "actions": [(steps.verify_runtime, [OUT, CATALOG, rt])],
             "task_dep": [f"build:{rt.name}"],
             "uptodate": [steps.verification_current(OUT, rt)],
-            "verbosity": 2,
-            "io": {"capture": False},
+            **SHOWN,
         }
     # The table and reports: a teardown runs after every other task of the run, also after failed ones.
     # ("_" starts no runtime name.)
@@ -164,6 +157,5 @@ def task_verify():
         "actions": None,
         "uptodate": [False],
         "teardown": [(steps.verify_report, [OUT, CATALOG])],
-        "verbosity": 2,
-        "io": {"capture": False},
+        **SHOWN,
     }
