@@ -17,7 +17,6 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import layout, xzblocks
@@ -50,24 +49,6 @@ def fetch(runtime: Runtime, arch: str, state: dict, out: Path, client: RegistryC
     """Put every layer of `state` into the cache only; the snapshot in `<out>/<rt>` is not touched."""
     for number, layer in enumerate(state["layers"], 1):
         cached_layer(runtime, layer, out, client, layer_label(runtime, arch, state, number))
-
-
-def fetch_all(runtime: Runtime, states: dict[str, dict], out: Path, client: RegistryClient) -> None:
-    """`fetch` for every architecture, several layers at a time: while one layer waits for its last
-    block, the next one's blocks already keep the compressor threads busy. The first failure in
-    layer order is raised once the layers already started have ended; the others are not started.
-    """
-    jobs: dict[str, tuple[dict, str]] = {}  # a layer two architectures share is one cache entry: one job
-    for arch, state in states.items():
-        for number, layer in enumerate(state["layers"], 1):
-            jobs.setdefault(layer_hex(layer), (layer, layer_label(runtime, arch, state, number)))
-    pool = ThreadPoolExecutor(max_workers=max(2, xz_threads()), thread_name_prefix=f"fetch-{runtime.name}")
-    try:
-        futures = [pool.submit(cached_layer, runtime, layer, out, client, label) for layer, label in jobs.values()]
-        for future in futures:
-            future.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def export(runtime: Runtime, arch: str, state: dict, out: Path, client: RegistryClient) -> list[Path]:
