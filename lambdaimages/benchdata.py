@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .registry import OCI_INDEX, OCI_MANIFEST, sha256_digest
+from .samples import LAMBDA_ENV
 
 GENERATOR = "lambdaimages-bench-1"  # change it when the content changes: the cache is then rebuilt
 MB = 1_000_000
@@ -281,14 +282,7 @@ def image_config(runtime: RuntimeSpec, arch: str, diff_ids: list[str], version: 
         "os": "linux",
         "created": "2024-01-01T00:00:00Z",
         "config": {
-            "Env": [
-                "LANG=en_US.UTF-8",
-                "TZ=:/etc/localtime",
-                "PATH=/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin",
-                "LD_LIBRARY_PATH=/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib",
-                "LAMBDA_TASK_ROOT=/var/task",
-                "LAMBDA_RUNTIME_DIR=/var/runtime",
-            ],
+            "Env": list(LAMBDA_ENV),
             "Entrypoint": ["/lambda-entrypoint.sh"],
             "Cmd": ["function.handler"],
             "WorkingDir": "/var/task",

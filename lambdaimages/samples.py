@@ -187,6 +187,17 @@ class SampleImage:
         return json.dumps(body, indent=2).encode()
 
 
+# The Env of Lambda's base images, in their order (LANG and TZ before PATH).
+LAMBDA_ENV = (
+    "LANG=en_US.UTF-8",
+    "TZ=:/etc/localtime",
+    "PATH=/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin",
+    "LD_LIBRARY_PATH=/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib",
+    "LAMBDA_TASK_ROOT=/var/task",
+    "LAMBDA_RUNTIME_DIR=/var/runtime",
+)
+
+
 def lambda_like_image(
     name: str, arch: str, version: str = "1", extra_files: dict[str, bytes] | None = None
 ) -> SampleImage:
@@ -219,15 +230,7 @@ def lambda_like_image(
         "os": "linux",
         "created": CREATED,
         "config": {
-            "Env": [
-                "LANG=en_US.UTF-8",
-                "TZ=:/etc/localtime",
-                "PATH=/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin",
-                "LD_LIBRARY_PATH=/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib",
-                "LAMBDA_TASK_ROOT=/var/task",
-                "LAMBDA_RUNTIME_DIR=/var/runtime",
-                f"SAMPLE_TRICKY={TRICKY_VALUE}",
-            ],
+            "Env": [*LAMBDA_ENV, f"SAMPLE_TRICKY={TRICKY_VALUE}"],
             "Entrypoint": ["/lambda-entrypoint.sh"],
             "Cmd": ["function.handler"],
             "WorkingDir": "/var/task",
