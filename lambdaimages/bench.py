@@ -591,7 +591,8 @@ def summarise(base, cold, noop, change, export, gzip) -> dict:
 
 
 def _r(x: float | None) -> float | None:
-    return None if x is None else round(x, 2)
+    """A ratio to 3 places: 0.503 against a 0.5 target must not print as 0.5."""
+    return None if x is None else round(x, 3)
 
 
 def _met(ratio: float | None, target: float) -> bool | None:
