@@ -28,6 +28,7 @@ from .resolve import GZIP_TYPES, layer_hex
 
 PROGRESS_EVERY = 2.0
 PROGRESS_MIN_BYTES = 8 << 20
+UNPACK_LIMIT = 4 << 20
 _print_lock = threading.Lock()
 
 
@@ -147,14 +148,21 @@ def _fetch(runtime: Runtime, layer: dict, client: RegistryClient, dest, label: s
             if unpack is None:
                 consume(chunk)
                 continue
-            data = unpack.decompress(chunk)
-            while unpack.eof and unpack.unused_data:
-                # A gzip blob may hold several members; each starts a new decompressor.
-                rest = unpack.unused_data
+            # Bounded output per call: a chunk of a sparse file may inflate a thousandfold.
+            pending = chunk
+            while True:
+                data = unpack.decompress(pending, UNPACK_LIMIT)
                 consume(data)
-                unpack = zlib.decompressobj(wbits=31)
-                data = unpack.decompress(rest)
-            consume(data)
+                if unpack.eof:
+                    # A gzip blob may hold several members; each starts a new decompressor.
+                    pending = unpack.unused_data
+                    if not pending:
+                        break
+                    unpack = zlib.decompressobj(wbits=31)
+                    continue
+                pending = unpack.unconsumed_tail
+                if not pending and len(data) < UNPACK_LIMIT:
+                    break
         if unpack is not None and not unpack.eof:
             raise DigestMismatch(f"{label}: gzip stream of {layer['digest']} ends early")
         if xz is not None:
