@@ -32,10 +32,6 @@ UNPACK_LIMIT = 4 << 20
 _print_lock = threading.Lock()
 
 
-def xz_threads() -> int:
-    return xzblocks.threads()
-
-
 def codec_name(runtime: Runtime) -> str:
     return f"xz{runtime.level}" if runtime.compression == "xz" else "gzip"
 
