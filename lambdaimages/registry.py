@@ -138,6 +138,7 @@ class RegistryClient:
         self._session = requests.Session()
         self._session.trust_env = False
         self.requests_sent = 0
+        self._basic = False  # the registry asked for basic auth: send credentials with every request
 
     # -- transport -------------------------------------------------------------------------
 
@@ -201,8 +202,6 @@ class RegistryClient:
                 resp.close()
                 raise RegistryError(message)
             return resp
-
-    _basic = False
 
     def _delay(self, attempt: int, retry_after: str | None) -> float | None:
         """Seconds to wait before retry `attempt`: the server's Retry-After (None if above max_wait), else backoff."""
