@@ -8,6 +8,7 @@ is published (renamed) only after the blob digest and the diff_id matched.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import lzma
@@ -18,11 +19,12 @@ import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from . import layout, xzblocks
 from .catalog import Runtime
 from .errors import DigestMismatch, OutputError, ProjectError, RegistryError
-from .files import atomic_file, link_or_copy, locked
+from .files import AtomicWrite, atomic_file, link_or_copy, locked
 from .registry import RegistryClient
 from .resolve import GZIP_TYPES, layer_hex
 
@@ -42,10 +44,29 @@ def layer_label(runtime: Runtime, arch: str, state: dict, number: int) -> str:
     return f"{runtime.name} {arch} ({runtime.image}) layer {number}/{len(state['layers'])} {layer_hex(layer)[:12]}"
 
 
-def fetch(runtime: Runtime, arch: str, state: dict, out: Path, client: RegistryClient) -> None:
-    """Put every layer of `state` into the cache only; the snapshot in `<out>/<rt>` is not touched."""
-    for number, layer in enumerate(state["layers"], 1):
-        cached_layer(runtime, layer, out, client, layer_label(runtime, arch, state, number))
+def fetch(runtime: Runtime, states: dict[str, dict], out: Path, client: RegistryClient) -> None:
+    """Put every layer of every architecture into the cache only; the snapshot in `<out>/<rt>` is not touched.
+
+    The compressor pool should never wait for this task: each layer is downloaded and spooled while
+    the layers before it still compress (their files finish in order afterwards), and a layer that
+    another task is writing is waited for last, not in the middle.
+    """
+    started: list[_CacheEntry] = []
+    busy: list[_CacheEntry] = []
+    try:
+        for arch, state in states.items():
+            for number, layer in enumerate(state["layers"], 1):
+                entry = _CacheEntry(runtime, layer, out, layer_label(runtime, arch, state, number))
+                status = entry.start(client, wait=False)
+                (started if status == STARTED else busy if status == BUSY else []).append(entry)
+        while started:
+            started[0].finish()
+            started.pop(0)
+    finally:
+        for entry in started:
+            entry.abort()
+    for entry in busy:
+        cached_layer(runtime, entry.layer, out, client, entry.label)
 
 
 def export(runtime: Runtime, arch: str, state: dict, out: Path, client: RegistryClient) -> list[Path]:
@@ -82,24 +103,80 @@ def fingerprint(paths: list[Path]) -> list:
 
 def cached_layer(runtime: Runtime, layer: dict, out: Path, client: RegistryClient, label: str) -> Path:
     """The cache entry of a layer, made once however many runtimes and architectures share it."""
-    folder = layout.cache_dir(out, codec_name(runtime))
-    path = folder / f"{layer_hex(layer)}.{runtime.extension}"
-    record = path.with_name(path.name + ".json")
-    with locked(folder / f"{layer_hex(layer)}.lock"):
-        if _intact(path, record):
-            return path
+    entry = _CacheEntry(runtime, layer, out, label)
+    if entry.start(client, wait=True) == STARTED:
         try:
-            with atomic_file(path) as f:
-                stats = _fetch(runtime, layer, client, f, label, spool=folder)
+            entry.finish()
+        finally:
+            entry.abort()
+    return entry.path
+
+
+STARTED, CACHED, BUSY = "started", "cached", "busy"
+
+
+class _CacheEntry:
+    """One layer's cache entry being written: its lock and temp file are held from `start` to `finish`.
+
+    `start` downloads the blob, checks both digests and hands the data to the compressor pool;
+    `finish` waits for the compressed blocks, publishes the file (rename) and its record, and
+    releases the lock; `abort` drops what `start` made. Between the two the task may start more.
+    """
+
+    def __init__(self, runtime: Runtime, layer: dict, out: Path, label: str) -> None:
+        self.runtime, self.layer, self.label = runtime, layer, label
+        self.folder = layout.cache_dir(out, codec_name(runtime))
+        self.path = self.folder / f"{layer_hex(layer)}.{runtime.extension}"
+        self.record = self.path.with_name(self.path.name + ".json")
+        self.lock = contextlib.ExitStack()
+        self.dest: AtomicWrite | None = None
+        self.download: _Download | None = None
+
+    def start(self, client: RegistryClient, *, wait: bool) -> str:
+        """STARTED (call `finish` or `abort` next), CACHED (nothing to do) or BUSY (locked elsewhere)."""
+        if not self.lock.enter_context(locked(self.folder / f"{layer_hex(self.layer)}.lock", wait=wait)):
+            self.lock.close()
+            return BUSY
+        if _intact(self.path, self.record):
+            self.lock.close()
+            return CACHED
+        try:
+            with self._named_errors():
+                self.dest = AtomicWrite(self.path)
+                self.download = _Download(self.runtime, self.layer, self.label, self.dest.file, spool=self.folder)
+                self.download.run(client)
+        except BaseException:
+            self.abort()
+            raise
+        return STARTED
+
+    def finish(self) -> None:
+        with self._named_errors():
+            stats = self.download.finish()
+            self.dest.commit()
+            self.dest = self.download = None
+            st = self.path.stat()
+            with atomic_file(self.record) as f:
+                f.write(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, **stats}).encode())
+        self.lock.close()
+
+    def abort(self) -> None:
+        """Drop an unfinished entry (temp file, spooled blocks) and release the lock; a no-op once finished."""
+        if self.download is not None:
+            self.download.abort()
+        if self.dest is not None:
+            self.dest.discard()
+        self.dest = self.download = None
+        self.lock.close()
+
+    @contextlib.contextmanager
+    def _named_errors(self) -> Iterator[None]:
+        try:
+            yield
         except OSError as exc:
-            raise OutputError(f"{label}: cannot write {path}: {exc.strerror}") from None
+            raise OutputError(f"{self.label}: cannot write {self.path}: {exc.strerror}") from None
         except OutputError as exc:  # a full or read-only disk: say which layer it stopped
-            raise exc if str(exc).startswith(label) else OutputError(f"{label}: {exc}") from None
-        st = path.stat()
-        record_data = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, **stats}
-        with atomic_file(record) as f:
-            f.write(json.dumps(record_data).encode())
-    return path
+            raise exc if str(exc).startswith(self.label) else OutputError(f"{self.label}: {exc}") from None
 
 
 def _intact(path: Path, record: Path) -> bool:
@@ -112,74 +189,88 @@ def _intact(path: Path, record: Path) -> bool:
     return data.get("size") == st.st_size and data.get("mtime_ns") == st.st_mtime_ns
 
 
-def _fetch(runtime: Runtime, layer: dict, client: RegistryClient, dest, label: str, spool: Path) -> dict:
-    """Stream one blob into `dest` in the runtime's format; verify blob digest and diff_id."""
-    gzipped = layer["media_type"] in GZIP_TYPES
-    diff_hasher = hashlib.sha256()
-    unpack = zlib.decompressobj(wbits=31) if gzipped else None
-    progress = _Progress(label, layer["size"])
-    start = time.monotonic()
-    raw = 0
-    xz = None
-    if runtime.compression == "xz":
-        xz = xzblocks.XzWriter(dest, runtime.level, spool)
-    elif not gzipped:
-        gz = zlib.compressobj(runtime.level, zlib.DEFLATED, 31)
+class _Download:
+    """Stream one blob into `dest` in the runtime's format, checking the blob digest and the diff_id.
 
-    def consume(data: bytes) -> None:
-        nonlocal raw
-        raw += len(data)
-        diff_hasher.update(data)
-        if xz is not None:
-            xz.write(data)
-        elif not gzipped:
-            dest.write(gz.compress(data))
+    `run` downloads, gunzips, hashes and hands the data to the xz writer (whose blocks compress in
+    the pool); `finish` waits for them and completes `dest`; `abort` drops the spooled blocks.
+    """
 
-    blob = _labelled(client.iter_blob(runtime.repository, layer["digest"], layer["size"]), label)
-    try:
-        for chunk in blob:
-            progress.update(len(chunk))
-            if runtime.compression == "gzip" and gzipped:
-                dest.write(chunk)
-            if unpack is None:
-                consume(chunk)
-                continue
-            # Bounded output per call: a chunk of a sparse file may inflate a thousandfold.
-            pending = chunk
-            while True:
-                data = unpack.decompress(pending, UNPACK_LIMIT)
-                consume(data)
-                if unpack.eof:
-                    # A gzip blob may hold several members; each starts a new decompressor.
-                    pending = unpack.unused_data
-                    if not pending:
-                        break
-                    unpack = zlib.decompressobj(wbits=31)
+    def __init__(self, runtime: Runtime, layer: dict, label: str, dest: BinaryIO, spool: Path) -> None:
+        self.runtime, self.layer, self.label, self.dest = runtime, layer, label, dest
+        self.gzipped = layer["media_type"] in GZIP_TYPES
+        self.progress = _Progress(label, layer["size"])
+        self.start = time.monotonic()
+        self.raw = 0
+        self.xz = xzblocks.XzWriter(dest, runtime.level, spool) if runtime.compression == "xz" else None
+        self.gz = zlib.compressobj(runtime.level, zlib.DEFLATED, 31) if runtime.compression == "gzip" else None
+
+    def run(self, client: RegistryClient) -> None:
+        layer, label = self.layer, self.label
+        diff_hasher = hashlib.sha256()
+        unpack = zlib.decompressobj(wbits=31) if self.gzipped else None
+        store_blob = self.runtime.compression == "gzip" and self.gzipped
+
+        def consume(data: bytes) -> None:
+            self.raw += len(data)
+            diff_hasher.update(data)
+            if self.xz is not None:
+                self.xz.write(data)
+            elif not store_blob:
+                self.dest.write(self.gz.compress(data))
+
+        blob = _labelled(client.iter_blob(self.runtime.repository, layer["digest"], layer["size"]), label)
+        try:
+            for chunk in blob:
+                self.progress.update(len(chunk))
+                if store_blob:
+                    self.dest.write(chunk)
+                if unpack is None:
+                    consume(chunk)
                     continue
-                pending = unpack.unconsumed_tail
-                if not pending and len(data) < UNPACK_LIMIT:
-                    break
-        if unpack is not None and not unpack.eof:
-            raise DigestMismatch(f"{label}: gzip stream of {layer['digest']} ends early")
-        if xz is not None:
-            xz.close()
-        elif not gzipped:
-            dest.write(gz.flush())
-    except lzma.LZMAError as exc:
-        raise OutputError(f"{label}: xz compression failed: {exc}") from None
-    except zlib.error as exc:
-        for _ in blob:
-            pass  # a download corrupted on the way fails the digest check: say that, not "not gzip"
-        raise RegistryError(f"{label}: blob {layer['digest']} is not valid gzip: {exc}") from None
-    finally:
-        if xz is not None and not xz.closed:
-            xz.abort()
-    diff_id = "sha256:" + diff_hasher.hexdigest()
-    if diff_id != layer["diff_id"]:
-        raise DigestMismatch(f"{label}: uncompressed layer hashes to {diff_id}, the config says {layer['diff_id']}")
-    seconds = time.monotonic() - start
-    progress.done(raw, dest.tell(), seconds, runtime.compression)
-    return {"uncompressed": raw, "seconds": round(seconds, 3)}
+                # Bounded output per call: a chunk of a sparse file may inflate a thousandfold.
+                pending = chunk
+                while True:
+                    data = unpack.decompress(pending, UNPACK_LIMIT)
+                    consume(data)
+                    if unpack.eof:
+                        # A gzip blob may hold several members; each starts a new decompressor.
+                        pending = unpack.unused_data
+                        if not pending:
+                            break
+                        unpack = zlib.decompressobj(wbits=31)
+                        continue
+                    pending = unpack.unconsumed_tail
+                    if not pending and len(data) < UNPACK_LIMIT:
+                        break
+            if unpack is not None and not unpack.eof:
+                raise DigestMismatch(f"{label}: gzip stream of {layer['digest']} ends early")
+        except zlib.error as exc:
+            for _ in blob:
+                pass  # a download corrupted on the way fails the digest check: say that, not "not gzip"
+            raise RegistryError(f"{label}: blob {layer['digest']} is not valid gzip: {exc}") from None
+        diff_id = "sha256:" + diff_hasher.hexdigest()
+        if diff_id != layer["diff_id"]:
+            raise DigestMismatch(f"{label}: uncompressed layer hashes to {diff_id}, the config says {layer['diff_id']}")
+
+    def finish(self) -> dict:
+        """Complete `dest` (waiting for the compressor pool); the numbers for the cache record."""
+        try:
+            if self.xz is not None:
+                self.xz.close()
+            elif self.gz is not None and not self.gzipped:
+                self.dest.write(self.gz.flush())
+        except lzma.LZMAError as exc:
+            raise OutputError(f"{self.label}: xz compression failed: {exc}") from None
+        finally:
+            self.abort()
+        seconds = time.monotonic() - self.start
+        self.progress.done(self.raw, self.dest.tell(), seconds, self.runtime.compression)
+        return {"uncompressed": self.raw, "seconds": round(seconds, 3)}
+
+    def abort(self) -> None:
+        if self.xz is not None and not self.xz.closed:
+            self.xz.abort()
 
 
 def _labelled(chunks: Iterator[bytes], label: str) -> Iterator[bytes]:

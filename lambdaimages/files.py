@@ -17,30 +17,47 @@ from .errors import OutputError
 TMP_PREFIX = ".tmp-"
 
 
+class AtomicWrite:
+    """A temp file in the folder of `path`: `commit()` renames it over `path`, `discard()` removes it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        _mkdir(self.path.parent)
+        try:
+            fd, self.tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=self.path.parent)
+        except OSError as exc:
+            raise OutputError(f"cannot write in {self.path.parent}: {exc.strerror}") from None
+        self.file: BinaryIO = os.fdopen(fd, "wb")
+
+    def commit(self) -> None:
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.chmod(self.tmp, 0o644)
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.discard()
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+                raise OutputError(f"cannot write {self.path}: {exc.strerror}") from None
+            raise
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+        _unlink(self.tmp)
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[BinaryIO]:
     """Write to a temp file in the same folder; rename over `path` only if the block succeeds."""
-    path = Path(path)
-    _mkdir(path.parent)
+    write = AtomicWrite(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write in {path.parent}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        _unlink(tmp)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
-            raise OutputError(f"cannot write {path}: {exc.strerror}") from None
-        raise
+        yield write.file
     except BaseException:
-        _unlink(tmp)
+        write.discard()
         raise
+    write.commit()
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:
@@ -90,17 +107,21 @@ def remove_temps(folder: Path) -> int:
 
 
 @contextlib.contextmanager
-def locked(path: Path, *, wait: bool = True) -> Iterator[None]:
-    """An exclusive advisory lock on `path` (created if needed), released on exit or process death."""
+def locked(path: Path, *, wait: bool = True) -> Iterator[bool]:
+    """An exclusive advisory lock on `path` (created if needed), released on exit or process death.
+
+    Yields whether the lock is held: always with `wait`, else False when someone else holds it.
+    """
     _mkdir(Path(path).parent)
     with open(path, "a+b") as f:
         flags = fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB
         try:
             fcntl.flock(f, flags)
         except BlockingIOError:
-            raise OutputError(f"{path} is locked by another run") from None
+            yield False
+            return
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 

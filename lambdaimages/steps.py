@@ -72,8 +72,7 @@ def export_runtime(out: Path, runtime: Runtime) -> dict:
     client = resolve.client_for(runtime.registry)
     states = {arch: resolve.read_state(out, runtime.name, arch) for arch in runtime.architectures}
     # Every layer of every architecture into the cache first: a fault stops the export before the snapshot changes.
-    for arch, state in states.items():
-        export.fetch(runtime, arch, state, out, client)
+    export.fetch(runtime, states, out, client)
     tarballs = []
     for arch, state in states.items():
         tarballs += export.export(runtime, arch, state, out, client)
