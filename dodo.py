@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from doit import get_var
+from doit.tools import config_changed
 
 from lambdaimages import catalog as catalog_module
 from lambdaimages import files, publish, render, steps
@@ -63,7 +64,7 @@ def task_export():
             "name": rt.name,
             "actions": [(steps.export_runtime, [OUT, rt])],
             "file_dep": steps.state_files(OUT, rt),
-            "uptodate": [steps.tarballs_unchanged(OUT, rt)],
+            "uptodate": [steps.tarballs_unchanged(OUT, rt), config_changed(steps.export_settings(rt))],
             **SHOWN,
         }
 
@@ -78,6 +79,7 @@ def task_render():
             # After a failed export the snapshot keeps its old Dockerfiles, which match its old tarballs.
             "task_dep": [f"export:{rt.name}"],
             "targets": [str(p) for p in render.dockerfile_outputs(rt, OUT)],
+            "uptodate": [config_changed(steps.render_settings(rt))],
             **SHOWN,
         }
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import lzma
 import os
+import shutil
 import sys
 import threading
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from . import layout, xzblocks
-from .catalog import Runtime
+from .catalog import ARCHITECTURES, Runtime
 from .errors import DigestMismatch, OutputError, ProjectError, RegistryError
 from .files import AtomicWrite, atomic_file, link_or_copy, locked
 from .registry import RegistryClient
@@ -58,7 +59,10 @@ def fetch(runtime: Runtime, states: dict[str, dict], out: Path, client: Registry
             for number, layer in enumerate(state["layers"], 1):
                 entry = _CacheEntry(runtime, layer, out, layer_label(runtime, arch, state, number))
                 status = entry.start(client, wait=False)
-                (started if status == STARTED else busy if status == BUSY else []).append(entry)
+                if status == STARTED:
+                    started.append(entry)
+                elif status == BUSY:
+                    busy.append(entry)
         while started:
             started[0].finish()
             started.pop(0)
@@ -87,6 +91,13 @@ def export(runtime: Runtime, arch: str, state: dict, out: Path, client: Registry
         if stale not in wanted:
             stale.unlink()
     return wanted
+
+
+def drop_other_architectures(out: Path, runtime: Runtime) -> None:
+    """Remove `<out>/<rt>/<arch>/` of architectures the catalog no longer lists: the branch must not publish them."""
+    for arch in ARCHITECTURES:
+        if arch not in runtime.architectures:
+            shutil.rmtree(layout.arch_dir(out, runtime.name, arch), ignore_errors=True)
 
 
 def fingerprint(paths: list[Path]) -> list:

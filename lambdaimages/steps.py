@@ -67,6 +67,11 @@ def state_files(out: Path, runtime: Runtime) -> list[str]:
 # -- export --------------------------------------------------------------------------------
 
 
+def export_settings(runtime: Runtime) -> dict:
+    """The catalog settings an export reads besides the state files: a change reruns it."""
+    return {"architectures": list(runtime.architectures), "compression": runtime.compression, "level": runtime.level}
+
+
 @one_line_errors
 def export_runtime(out: Path, runtime: Runtime) -> dict:
     client = resolve.client_for(runtime.registry)
@@ -76,6 +81,7 @@ def export_runtime(out: Path, runtime: Runtime) -> dict:
     tarballs = []
     for arch, state in states.items():
         tarballs += export.export(runtime, arch, state, out, client)
+    export.drop_other_architectures(out, runtime)
     return {"tarballs": export.fingerprint(tarballs)}
 
 
@@ -103,6 +109,11 @@ def tarballs_unchanged(out: Path, runtime: Runtime):
 
 
 # -- render --------------------------------------------------------------------------------
+
+
+def render_settings(runtime: Runtime) -> dict:
+    """The catalog settings the Dockerfiles show (tarball names, architectures): a change rerenders."""
+    return {"architectures": list(runtime.architectures), "extension": runtime.extension}
 
 
 @one_line_errors

@@ -5,6 +5,7 @@ import json
 import lzma
 import os
 import re
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -199,3 +200,40 @@ def test_bad_catalog_runs_no_task(tmp_path):
     assert proc.stderr.strip() == f"error: {catalog}:4: runtimes: duplicate runtime 'ok.a' (first on line 2)"
     assert proc.stdout == ""
     assert not os.path.exists(tmp_path / "out" / "ok.a")
+
+
+def test_catalog_settings_change_reexports_and_rerenders(registry, tmp_path):
+    name = f"t{uuid.uuid4().hex[:6]}.settings"
+    images = {arch: samples.lambda_like_image(name, arch) for arch in ("x86_64", "arm64")}
+    samples.push_image(RegistryClient(registry.url), f"lambda/{name}", "1", images)
+    catalog, out = tmp_path / "runtimes.yaml", tmp_path / "out"
+    folder = out / name
+
+    def snapshot(settings: str) -> None:
+        catalog.write_text(
+            f"defaults:\n  registry: {registry.url}\nruntimes:\n  {name}:\n    image: lambda/{name}:1\n{settings}"
+        )
+        run_doit(catalog, out, "snapshot")
+
+    snapshot("    architectures: [x86_64, arm64]\n")
+    assert sorted(p.name for p in folder.iterdir()) == [".dockerignore", f"Dockerfile.{name}", "arm64", "x86_64"]
+
+    # Only the xz level changes: every tarball is exported again, as `xz -1` writes it.
+    snapshot("    architectures: [x86_64, arm64]\n    level: 1\n")
+    for arch, image in images.items():
+        for layer in image.layers:
+            ours = (folder / arch / f"{layer.diff_id[7:]}.tar.xz").read_bytes()
+            xz = subprocess.run(["xz", "-z", "-1", "-T2", "-c"], input=layer.tar, capture_output=True, check=True)
+            assert ours == xz.stdout
+
+    # Only the compression changes: the Dockerfiles follow the tarballs' new names.
+    snapshot("    architectures: [x86_64, arm64]\n    compression: gzip\n")
+    for dockerfile in folder.rglob("Dockerfile.*"):
+        adds = [line for line in dockerfile.read_text().splitlines() if line.startswith("ADD ")]
+        assert len(adds) == len(images["x86_64"].layers) and all(".tar.gz " in line for line in adds)
+    assert all(p.name.endswith(".tar.gz") for p in folder.rglob("*.tar.*"))
+
+    # x86_64 only: the arm64 folder, which the branch would publish, goes.
+    snapshot("    architectures: [x86_64]\n    compression: gzip\n")
+    assert sorted(p.name for p in folder.iterdir()) == [".dockerignore", f"Dockerfile.{name}", "x86_64"]
+    assert "arm64" not in (folder / ".dockerignore").read_text()
