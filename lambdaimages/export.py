@@ -118,8 +118,9 @@ def cached_layer(runtime: Runtime, layer: dict, out: Path, client: RegistryClien
     if entry.start(client, wait=True) == STARTED:
         try:
             entry.finish()
-        finally:
+        except BaseException:
             entry.abort()
+            raise
     return entry.path
 
 
@@ -211,7 +212,7 @@ class _Download:
         self.runtime, self.layer, self.label, self.dest = runtime, layer, label, dest
         self.gzipped = layer["media_type"] in GZIP_TYPES
         self.progress = _Progress(label, layer["size"])
-        self.start = time.monotonic()
+        self.began = time.monotonic()
         self.raw = 0
         self.xz = xzblocks.XzWriter(dest, runtime.level, spool) if runtime.compression == "xz" else None
         self.gz = zlib.compressobj(runtime.level, zlib.DEFLATED, 31) if runtime.compression == "gzip" else None
@@ -273,13 +274,12 @@ class _Download:
                 self.dest.write(self.gz.flush())
         except lzma.LZMAError as exc:
             raise OutputError(f"{self.label}: xz compression failed: {exc}") from None
-        finally:
-            self.abort()
-        seconds = time.monotonic() - self.start
+        seconds = time.monotonic() - self.began
         self.progress.done(self.raw, self.dest.tell(), seconds, self.runtime.compression)
         return {"uncompressed": self.raw, "seconds": round(seconds, 3)}
 
     def abort(self) -> None:
+        """Drop the spooled and compressed blocks of an unfinished stream."""
         if self.xz is not None and not self.xz.closed:
             self.xz.abort()
 
