@@ -215,27 +215,30 @@ class _Download:
         self.began = time.monotonic()
         self.raw = 0
         self.xz = xzblocks.XzWriter(dest, runtime.level, spool) if runtime.compression == "xz" else None
-        self.gz = zlib.compressobj(runtime.level, zlib.DEFLATED, 31) if runtime.compression == "gzip" else None
+        # gzip output: upstream's gzip blob is stored as-is; only an uncompressed blob is gzipped here.
+        self.store_blob = runtime.compression == "gzip" and self.gzipped
+        self.gz = None
+        if runtime.compression == "gzip" and not self.gzipped:
+            self.gz = zlib.compressobj(runtime.level, zlib.DEFLATED, 31)
 
     def run(self, client: RegistryClient) -> None:
         layer, label = self.layer, self.label
         diff_hasher = hashlib.sha256()
         unpack = zlib.decompressobj(wbits=31) if self.gzipped else None
-        store_blob = self.runtime.compression == "gzip" and self.gzipped
 
         def consume(data: bytes) -> None:
             self.raw += len(data)
             diff_hasher.update(data)
             if self.xz is not None:
                 self.xz.write(data)
-            elif not store_blob:
+            elif self.gz is not None:
                 self.dest.write(self.gz.compress(data))
 
         blob = _labelled(client.iter_blob(self.runtime.repository, layer["digest"], layer["size"]), label)
         try:
             for chunk in blob:
                 self.progress.update(len(chunk))
-                if store_blob:
+                if self.store_blob:
                     self.dest.write(chunk)
                 if unpack is None:
                     consume(chunk)
@@ -270,7 +273,7 @@ class _Download:
         try:
             if self.xz is not None:
                 self.xz.close()
-            elif self.gz is not None and not self.gzipped:
+            elif self.gz is not None:
                 self.dest.write(self.gz.flush())
         except lzma.LZMAError as exc:
             raise OutputError(f"{self.label}: xz compression failed: {exc}") from None
