@@ -11,9 +11,12 @@ from doit import get_var
 from doit.tools import config_changed
 
 from lambdaimages import catalog as catalog_module
-from lambdaimages import files, publish, render, steps
-from lambdaimages.console import Reporter
 from lambdaimages.errors import ProjectError
+from lambdaimages.publish import branches
+from lambdaimages.snapshot import render
+from lambdaimages.tasks import actions, database
+from lambdaimages.tasks.reporter import Reporter
+from lambdaimages.tools import files
 
 CATALOG_FILE = get_var("catalog", "runtimes.yaml")
 OUT = Path(get_var("out", "build"))
@@ -23,7 +26,7 @@ try:
     LOCK = files.hold_output(OUT)
 except ProjectError as exc:
     sys.exit(f"error: {exc}")
-files.atomic_doit_db()  # a full disk or a kill while doit saves .doit.json must not corrupt it
+database.atomic_doit_db()  # a full disk or a kill while doit saves .doit.json must not corrupt it
 
 DOIT_CONFIG = {
     # Each runtime's build by name (not the "build" group): doit then starts a runtime's build as soon as its
@@ -35,7 +38,7 @@ DOIT_CONFIG = {
     "continue": True,
     "reporter": Reporter,
     # Two tasks at a time (threads): a build or a download overlaps another runtime's compression.
-    # Compression itself is bounded by one pool of xz threads per process (lambdaimages.xzblocks).
+    # Compression itself is bounded by one pool of xz threads per process (lambdaimages.tools.xzblocks).
     "num_process": 2,
     "par_type": "thread",
 }
@@ -50,8 +53,8 @@ def task_resolve():
     for rt in CATALOG.runtimes:
         yield {
             "name": rt.name,
-            "actions": [(steps.resolve_runtime, [OUT, rt])],
-            "targets": steps.state_files(OUT, rt),
+            "actions": [(actions.resolve_runtime, [OUT, rt])],
+            "targets": actions.state_files(OUT, rt),
             "uptodate": [False],
             **SHOWN,
         }
@@ -62,9 +65,9 @@ def task_export():
     for rt in CATALOG.runtimes:
         yield {
             "name": rt.name,
-            "actions": [(steps.export_runtime, [OUT, rt])],
-            "file_dep": steps.state_files(OUT, rt),
-            "uptodate": [steps.tarballs_unchanged(OUT, rt), config_changed(steps.export_settings(rt))],
+            "actions": [(actions.export_runtime, [OUT, rt])],
+            "file_dep": actions.state_files(OUT, rt),
+            "uptodate": [actions.tarballs_unchanged(OUT, rt), config_changed(actions.export_settings(rt))],
             **SHOWN,
         }
 
@@ -74,12 +77,12 @@ def task_render():
     for rt in CATALOG.runtimes:
         yield {
             "name": rt.name,
-            "actions": [(steps.render_runtime, [OUT, rt])],
-            "file_dep": steps.state_files(OUT, rt) + TEMPLATES,
+            "actions": [(actions.render_runtime, [OUT, rt])],
+            "file_dep": actions.state_files(OUT, rt) + TEMPLATES,
             # After a failed export the snapshot keeps its old Dockerfiles, which match its old tarballs.
             "task_dep": [f"export:{rt.name}"],
             "targets": [str(p) for p in render.dockerfile_outputs(rt, OUT)],
-            "uptodate": [config_changed(steps.render_settings(rt))],
+            "uptodate": [config_changed(actions.render_settings(rt))],
             **SHOWN,
         }
 
@@ -91,7 +94,7 @@ def task_snapshot():
             "name": rt.name,
             "actions": None,
             "task_dep": [f"resolve:{rt.name}", f"export:{rt.name}", f"render:{rt.name}"],
-            "clean": [(steps.clean_snapshot, [OUT, rt])],
+            "clean": [(actions.clean_snapshot, [OUT, rt])],
         }
 
 
@@ -100,10 +103,10 @@ def task_build():
     for rt in CATALOG.runtimes:
         yield {
             "name": rt.name,
-            "actions": [(steps.build_runtime, [OUT, rt])],
+            "actions": [(actions.build_runtime, [OUT, rt])],
             "task_dep": [f"snapshot:{rt.name}"],
-            "uptodate": [steps.image_current(OUT, rt)],
-            "clean": [(steps.clean_image, [rt])],
+            "uptodate": [actions.image_current(OUT, rt)],
+            "clean": [(actions.clean_image, [rt])],
             **SHOWN,
         }
 
@@ -111,7 +114,7 @@ def task_build():
 def task_demo():
     """Run the whole pipeline offline: sample images on a local registry -> snapshot, build, verify."""
     return {
-        "actions": [(steps.run_demo, [Path(get_var("demo_out", "build-demo"))])],
+        "actions": [(actions.run_demo, [Path(get_var("demo_out", "build-demo"))])],
         "uptodate": [False],
         **SHOWN,
     }
@@ -119,25 +122,25 @@ def task_demo():
 
 def task_publish():
     """Commit each changed snapshot to its branch (tarballs in Git LFS), force-push it (`doit publish repo=...`)."""
-    repo = publish.target_repo(get_var("repo", None), CATALOG)
+    repo = branches.target_repo(get_var("repo", None), CATALOG)
     for rt in CATALOG.runtimes:
         yield {
             "name": rt.name,
-            "actions": [(publish.publish_runtime, [OUT, rt, repo])],
+            "actions": [(actions.publish_runtime, [OUT, rt, repo])],
             "task_dep": [f"snapshot:{rt.name}"],
             "uptodate": [False],
-            "clean": [(publish.clean_private, [OUT, rt])],
+            "clean": [(actions.clean_private, [OUT, rt])],
             **SHOWN,
         }
 
 
 def task_changes():
     """Print what changed upstream since the published branch or the previous snapshot (`doit changes:<rt>`)."""
-    repo = publish.target_repo(get_var("repo", None), CATALOG)
+    repo = branches.target_repo(get_var("repo", None), CATALOG)
     for rt in CATALOG.runtimes:
         yield {
             "name": rt.name,
-            "actions": [(publish.print_changes, [OUT, rt, repo])],
+            "actions": [(actions.print_changes, [OUT, rt, repo])],
             "task_dep": [f"snapshot:{rt.name}"],
             "uptodate": [False],
             **SHOWN,
@@ -149,9 +152,9 @@ def task_verify():
     for rt in CATALOG.runtimes:
         yield {
             "name": rt.name,
-            "actions": [(steps.verify_runtime, [OUT, CATALOG, rt])],
+            "actions": [(actions.verify_runtime, [OUT, CATALOG, rt])],
             "task_dep": [f"build:{rt.name}"],
-            "uptodate": [steps.verification_current(OUT, rt)],
+            "uptodate": [actions.verification_current(OUT, rt)],
             **SHOWN,
         }
     # The table and reports: a teardown runs after every other task of the run, also after failed ones.
@@ -160,6 +163,6 @@ def task_verify():
         "name": "_report",
         "actions": None,
         "uptodate": [False],
-        "teardown": [(steps.verify_report, [OUT, CATALOG])],
+        "teardown": [(actions.verify_report, [OUT, CATALOG])],
         **SHOWN,
     }

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import CatalogError
-from .registry import registry_url
+from lambdaimages.errors import CatalogError
+from lambdaimages.registry.client import registry_url
 
 ARCHITECTURES = ("x86_64", "arm64")
 COMPRESSIONS = ("xz", "gzip")

@@ -1,18 +1,22 @@
-"""The Docker engine: connect, build a rendered folder, look up images."""
+"""The Docker engine, the only module that talks to it: connect, build, inspect, save, run and remove."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import docker
 import docker.errors
 import requests
 
-from .errors import EngineError
+from lambdaimages.errors import EngineError
 
 ARCHES = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "arm64", "aarch64": "arm64"}
 _client: docker.DockerClient | None = None
+# What the SDK raises when the engine refuses a call or the connection to it fails.
+_FAULTS = (docker.errors.APIError, requests.RequestException)
 
 
 def engine_name() -> str:
@@ -45,8 +49,83 @@ def image_id(tag: str) -> str | None:
         return client().images.get(tag).id
     except docker.errors.ImageNotFound:
         return None
-    except (docker.errors.APIError, requests.RequestException) as exc:
+    except _FAULTS as exc:
         raise EngineError(f"cannot inspect {tag} on {engine_name()}: {exc}") from None
+
+
+def inspect_image(ref: str) -> dict | None:
+    """The engine's inspect record of an image (`docker image inspect`), or None when it has no such image."""
+    try:
+        return client().images.get(ref).attrs
+    except docker.errors.ImageNotFound:
+        return None
+    except _FAULTS as exc:
+        raise EngineError(f"cannot inspect {ref} on {engine_name()}: {exc}") from None
+
+
+def save_image(image: str, chunk_size: int) -> Iterator[bytes]:
+    """`docker save IMAGE` as a stream of chunks; a fault while streaming is an EngineError with the engine's words."""
+    try:
+        yield from client().images.get(image).save(chunk_size=chunk_size)
+    except _FAULTS as exc:
+        raise EngineError(str(exc)) from None
+
+
+def remove_image(tag: str) -> bool:
+    """Untag (and, when it was the last tag, remove) an image; False when there was none."""
+    if image_id(tag) is None:
+        return False
+    try:
+        client().images.remove(tag)
+    except _FAULTS as exc:
+        raise EngineError(f"cannot remove {tag} on {engine_name()}: {exc}") from None
+    return True
+
+
+class Container:
+    """A created container, seen through the few questions verification asks; every fault is an EngineError."""
+
+    def __init__(self, container) -> None:
+        self._container = container
+
+    def status(self) -> tuple[str, int | None]:
+        """The container's status now (running, exited, dead...) and its exit code."""
+        try:
+            self._container.reload()
+        except _FAULTS as exc:
+            raise EngineError(f"cannot inspect container {self._container.name}: {exc}") from None
+        return self._container.status, self._container.attrs.get("State", {}).get("ExitCode")
+
+    def logs(self, tail: int) -> str:
+        try:
+            return self._container.logs(stdout=True, stderr=True, tail=tail).decode("utf-8", "replace")
+        except _FAULTS as exc:
+            raise EngineError(f"cannot read the logs of {self._container.name}: {exc}") from None
+
+
+@contextmanager
+def running_container(image: str, **options) -> Iterator[Container]:
+    """A container of `image` created with docker-py's `containers.create` options and started; removed however
+    the block ends. A fault of the engine is an EngineError naming its first line."""
+    try:
+        container = client().containers.create(image, **options)
+    except _FAULTS as exc:
+        raise EngineError(_first_line(exc)) from None
+    try:
+        try:
+            container.start()
+        except _FAULTS as exc:
+            raise EngineError(_first_line(exc)) from None
+        yield Container(container)
+    finally:
+        try:
+            container.remove(force=True)
+        except _FAULTS as exc:
+            raise EngineError(_first_line(exc)) from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def build(context: Path, dockerfile: str, tag: str, label: str) -> str:
@@ -69,7 +148,7 @@ def build(context: Path, dockerfile: str, tag: str, label: str) -> str:
                     print(f"{label}: {line.rstrip()}", flush=True)
             aux = message.get("aux") or {}
             image = aux.get("ID", image)
-    except (docker.errors.APIError, requests.RequestException) as exc:
+    except _FAULTS as exc:
         raise EngineError(f"{label}: docker build on {engine_name()} failed: {exc}") from None
     found = image_id(tag)
     if found is None or (image is not None and found != image):

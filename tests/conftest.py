@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from lambdaimages.localregistry import LocalRegistry
+from lambdaimages.testbed.localregistry import LocalRegistry
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ import json
 import tarfile
 from pathlib import Path
 
-from lambdaimages import bench, benchdata, catalog
+from lambdaimages import catalog
+from lambdaimages.testbed import bench, benchdata
 
 SCALE = 0.002  # a 300 KB base layer
 

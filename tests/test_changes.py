@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from lambdaimages import changes, layout, resolve
+from lambdaimages import layout
 from lambdaimages.catalog import Runtime
-from lambdaimages.samples import directory, file, layer_from_files, symlink, whiteout
+from lambdaimages.publish import changes
+from lambdaimages.snapshot import resolve
+from lambdaimages.testbed.samples import directory, file, layer_from_files, symlink, whiteout
 
 OS_RELEASE = b'NAME="Amazon Linux"\nVERSION_ID="2023"\nPRETTY_NAME="Amazon Linux 2023.6.20241010"\n'
 NODE_H = b"#define NODE_MAJOR_VERSION 20\n#define NODE_MINOR_VERSION 18\n#define NODE_PATCH_VERSION 0\n"

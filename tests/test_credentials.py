@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lambdaimages import credentials
-from lambdaimages.credentials import Credentials
 from lambdaimages.errors import CredentialsError
+from lambdaimages.registry import credentials
+from lambdaimages.registry.credentials import Credentials
 
 SECRET = "s3cr3t-Pa55"
 REGISTRY = "http://127.0.0.1:5000"

@@ -9,11 +9,13 @@ import threading
 import time
 from pathlib import Path
 
-from lambdaimages import export, layout, samples
+from lambdaimages import layout
 from lambdaimages.catalog import Runtime
-from lambdaimages.files import locked
-from lambdaimages.registry import RegistryClient
-from lambdaimages.resolve import layer_hex
+from lambdaimages.registry.client import RegistryClient
+from lambdaimages.snapshot import export
+from lambdaimages.snapshot.resolve import layer_hex
+from lambdaimages.testbed import samples
+from lambdaimages.tools.files import locked
 
 GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
@@ -82,9 +84,9 @@ def test_sparse_layer_inflates_in_bounded_pieces(registry, tmp_path):
     script = (
         "import json, sys\n"
         "from pathlib import Path\n"
-        "from lambdaimages import export\n"
+        "from lambdaimages.snapshot import export\n"
         "from lambdaimages.catalog import Runtime\n"
-        "from lambdaimages.registry import RegistryClient\n"
+        "from lambdaimages.registry.client import RegistryClient\n"
         "rt = Runtime('t', sys.argv[1], 'export/sparse', 'latest', ('x86_64',), compression='gzip')\n"
         "export.fetch(rt, {'x86_64': json.loads(sys.argv[2])}, Path(sys.argv[3]), RegistryClient(sys.argv[1]))\n"
         "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')][0])\n"

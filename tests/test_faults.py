@@ -27,8 +27,9 @@ import psutil
 import pytest
 from faultproxy import Fault, FaultProxy
 
-from lambdaimages import samples, tree
-from lambdaimages.registry import RegistryClient
+from lambdaimages.registry.client import RegistryClient
+from lambdaimages.testbed import samples
+from lambdaimages.tools import tree
 
 ROOT = Path(__file__).resolve().parent.parent
 # Small retry settings, so that persistent faults fail in seconds.

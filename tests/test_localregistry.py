@@ -6,8 +6,8 @@ import pytest
 import requests
 
 from lambdaimages.errors import RegistryUnreachable
-from lambdaimages.localregistry import LocalRegistry, _parse_access_log
-from lambdaimages.registry import RegistryClient, sha256_digest
+from lambdaimages.registry.client import RegistryClient, sha256_digest
+from lambdaimages.testbed.localregistry import LocalRegistry, _parse_access_log
 
 
 def test_serves_v2_and_counts_requests(registry):

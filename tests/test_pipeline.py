@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from doit_cli import run_doit
 
-from lambdaimages import samples
-from lambdaimages.registry import RegistryClient
+from lambdaimages.registry.client import RegistryClient
+from lambdaimages.testbed import samples
 
 
 def snapshot_files(out: Path) -> dict[str, int]:

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from doit_cli import run_doit
 
-from lambdaimages import publish, samples, tree
 from lambdaimages.catalog import Catalog
-from lambdaimages.registry import RegistryClient
+from lambdaimages.publish import branches as publish
+from lambdaimages.registry.client import RegistryClient
+from lambdaimages.testbed import samples
+from lambdaimages.tools import tree
 
 ARCHS = ("x86_64", "arm64")
 EXTRA = {"/var/lang/lib/extra/new.txt": b"a file the moved tag adds\n"}

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from lambdaimages import render
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import RenderError
+from lambdaimages.snapshot import render
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 RUNTIME = Runtime("python3.12", "https://public.ecr.aws", "lambda/python", "3.12", ("x86_64", "arm64"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from lambdaimages.runtime_api import PREFIX, Invocation, RuntimeAPIServer
+from lambdaimages.verify.runtime_api import PREFIX, Invocation, RuntimeAPIServer
 
 pytestmark = pytest.mark.timeout(60)
 

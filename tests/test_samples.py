@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lambdaimages.registry import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, RegistryClient
-from lambdaimages.samples import (
+from lambdaimages.registry.client import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, RegistryClient
+from lambdaimages.testbed.samples import (
     MTIME,
     NO_API_MESSAGE,
     TRICKY_VALUE,
@@ -46,7 +46,7 @@ def _read(tar: bytes, name: str) -> bytes:
 
 def test_same_inputs_give_same_digests_in_another_process():
     code = (
-        "import json; from lambdaimages.samples import lambda_like_image as f\n"
+        "import json; from lambdaimages.testbed.samples import lambda_like_image as f\n"
         "img = f('python3.12', 'arm64', '7', {'/var/task/extra.txt': b'x'})\n"
         "print(json.dumps([img.config_digest, img.manifest().decode(), [layer.digest for layer in img.layers]]))"
     )

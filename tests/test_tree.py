@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lambdaimages.tree import (
+from lambdaimages.tools.tree import (
     DirSummary,
     Entry,
     diff_trees,

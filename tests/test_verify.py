@@ -23,11 +23,13 @@ import pytest
 from doit_cli import ROOT, run_doit
 
 from lambdaimages import catalog as catalog_module
-from lambdaimages import demo, reports, samples, verify
 from lambdaimages.catalog import Smoke
-from lambdaimages.registry import RegistryClient
-from lambdaimages.runtime_api import RuntimeAPIServer
-from lambdaimages.verify import FAIL, NO_SMOKE, NOT_BUILT, PASS, SKIPPED, Check
+from lambdaimages.registry.client import RegistryClient
+from lambdaimages.testbed import demo, samples
+from lambdaimages.verify import checks as verify
+from lambdaimages.verify import reports
+from lambdaimages.verify.checks import FAIL, NO_SMOKE, NOT_BUILT, PASS, SKIPPED, Check
+from lambdaimages.verify.runtime_api import RuntimeAPIServer
 
 EVENT = {"hello": "world", "quote": 'it\'s "x"'}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lambdaimages import xzblocks
+from lambdaimages.tools import xzblocks
 
 
 def xz_cli(data: bytes, level: int, threads: int) -> bytes:

@@ -8,11 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import layout, samples
-from .localregistry import LocalRegistry
-from .registry import RegistryClient
+from lambdaimages import layout
+from lambdaimages.registry.client import RegistryClient
+from lambdaimages.testbed import samples
+from lambdaimages.testbed.localregistry import LocalRegistry
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PREFERRED_PORT = 5123  # stable across demo runs, so a rerun finds everything up to date
 EVENT = {"hello": "world"}
 # name -> (repository:tag, architectures, compression)

@@ -19,11 +19,12 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import changes, layout, render, resolve
-from .catalog import Catalog, Runtime
-from .errors import OutputError, PublishError
-from .files import TMP_PREFIX, link_or_copy
-from .steps import one_line_errors
+from lambdaimages import layout
+from lambdaimages.catalog import Catalog, Runtime
+from lambdaimages.errors import OutputError, PublishError
+from lambdaimages.publish import changes
+from lambdaimages.snapshot import render, resolve
+from lambdaimages.tools.files import TMP_PREFIX, link_or_copy
 
 AUTHOR_NAME = "lambdaimages"
 AUTHOR_EMAIL = "lambdaimages@localhost"
@@ -439,35 +440,3 @@ def changes_text(out: Path, runtime: Runtime, repo: str | None) -> str:
         return changelog(out, runtime, plan)
     finally:
         plan.repo.drop_lfs_store()
-
-
-# -- doit actions ----------------------------------------------------------------------------------
-
-
-@one_line_errors
-def publish_runtime(out: Path, runtime: Runtime, repo: str | None) -> dict:
-    if not repo:
-        raise PublishError(
-            f"{runtime.name}: no repository to publish to: set `publish: {{repo: PATH_OR_URL}}` in the catalog "
-            "or run `doit publish repo=PATH_OR_URL`"
-        )
-    outcome = publish(out, runtime, repo)
-    if outcome.pushed:
-        print(f"{runtime.name}: pushed {outcome.commit} to branch {runtime.name} of {repo}")
-    else:
-        print(f"{runtime.name}: unchanged since published commit {outcome.commit}; nothing pushed")
-    return {"commit": outcome.commit}
-
-
-@one_line_errors
-def print_changes(out: Path, runtime: Runtime, repo: str | None) -> dict:
-    print(changes_text(out, runtime, repo), end="")
-    return {}
-
-
-def clean_private(out: Path, runtime: Runtime) -> None:
-    """Remove the private repository (the published branches stay where they were pushed)."""
-    folder = layout.publish_dir(out, runtime.name)
-    if folder.exists():
-        shutil.rmtree(folder)
-        print(f"removed {folder}")

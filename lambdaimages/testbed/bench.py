@@ -28,11 +28,11 @@ from pathlib import Path
 
 import psutil
 
-from . import benchdata as data
-from .localregistry import LocalRegistry
-from .registry import OCI_INDEX, OCI_MANIFEST, RegistryClient, sha256_digest
+from lambdaimages.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient, sha256_digest
+from lambdaimages.testbed import benchdata as data
+from lambdaimages.testbed.localregistry import LocalRegistry
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
 PREFERRED_PORT = 5125
 TARGETS = {
@@ -355,7 +355,7 @@ def fetch_layer_tar(client: RegistryClient, repository: str, layer: dict, dest: 
 THREADS_CHECK = """
 import hashlib, io, sys
 from pathlib import Path
-from lambdaimages import xzblocks
+from lambdaimages.tools import xzblocks
 buf = io.BytesIO()
 xzblocks.compress_file(Path(sys.argv[1]), buf, 6, Path(sys.argv[2]))
 print(hashlib.sha256(buf.getvalue()).hexdigest())

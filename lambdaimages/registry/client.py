@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import requests
 
-from .errors import DigestMismatch, RegistryError, RegistryUnreachable
+from lambdaimages.errors import DigestMismatch, RegistryError, RegistryUnreachable
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"

@@ -12,11 +12,12 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import layout, verify
-from .catalog import Catalog, Runtime
-from .errors import ProjectError
-from .files import atomic_file
-from .verify import CHECKS, FAIL, PASS, RuntimeResult
+from lambdaimages import layout
+from lambdaimages.catalog import Catalog, Runtime
+from lambdaimages.errors import ProjectError
+from lambdaimages.tools.files import atomic_file
+from lambdaimages.verify import checks as verify
+from lambdaimages.verify.checks import CHECKS, FAIL, PASS, RuntimeResult
 
 FORMAT = 1
 SUMMARY_JSON = "verify.json"

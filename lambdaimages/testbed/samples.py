@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
 
-from .registry import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, RegistryClient, sha256_digest
+from lambdaimages.registry.client import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    RegistryClient,
+    sha256_digest,
+)
 
 BUSYBOX = Path("/usr/bin/busybox")  # Debian busybox-static: one static binary, runs in FROM-scratch images
 APPLETS = ("sh", "cat", "echo", "sed", "wget", "mkdir", "rm", "printf", "tr", "head", "grep", "cut")

@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from . import layout, render
-from .catalog import Runtime
-from .errors import OutputError, RenderError
-from .resolve import layer_hex
-from .tree import CHUNK, DirSummary, Entry, TreeDiff, diff_trees, merge_layers, summarize_by_top_dir
+from lambdaimages import layout
+from lambdaimages.catalog import Runtime
+from lambdaimages.errors import OutputError, RenderError
+from lambdaimages.snapshot import render
+from lambdaimages.snapshot.resolve import layer_hex
+from lambdaimages.tools.tree import CHUNK, DirSummary, Entry, TreeDiff, diff_trees, merge_layers, summarize_by_top_dir
 
 CHANGES_TEMPLATE = "CHANGES.md.j2"
 LISTED = 500  # file lines per kind (added, removed, changed) and architecture; the rest is counted

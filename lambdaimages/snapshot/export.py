@@ -22,12 +22,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from . import layout, xzblocks
-from .catalog import ARCHITECTURES, Runtime
-from .errors import DigestMismatch, OutputError, ProjectError, RegistryError
-from .files import AtomicWrite, atomic_file, link_or_copy, locked
-from .registry import RegistryClient
-from .resolve import GZIP_TYPES, layer_hex
+from lambdaimages import layout
+from lambdaimages.catalog import ARCHITECTURES, Runtime
+from lambdaimages.errors import DigestMismatch, OutputError, ProjectError, RegistryError
+from lambdaimages.registry.client import RegistryClient
+from lambdaimages.snapshot.resolve import GZIP_TYPES, layer_hex
+from lambdaimages.tools import xzblocks
+from lambdaimages.tools.files import AtomicWrite, atomic_file, link_or_copy, locked
 
 PROGRESS_EVERY = 2.0
 PROGRESS_MIN_BYTES = 8 << 20

@@ -28,14 +28,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker.errors
 import requests
 
-from . import engine, export, layout, resolve
-from .catalog import Runtime, Smoke
-from .errors import EngineError
-from .runtime_api import PREFIX, RuntimeAPIServer
-from .tree import CHUNK, Entry, diff_trees, layers_of_docker_save, merge_layers
+from lambdaimages import engine, layout
+from lambdaimages.catalog import Runtime, Smoke
+from lambdaimages.errors import EngineError
+from lambdaimages.snapshot import export, resolve
+from lambdaimages.tools.tree import CHUNK, Entry, diff_trees, layers_of_docker_save, merge_layers
+from lambdaimages.verify.runtime_api import PREFIX, RuntimeAPIServer
 
 VERSION = 1  # part of every verification's inputs: a change of what the checks prove reruns them all
 CHECKS = ("tarballs", "tree", "config", "invoke")
@@ -161,28 +161,25 @@ def _verify_arch(out: Path, runtime: Runtime, arch: str, image: str | None) -> A
     if image is None:
         rest = [Check(name, NOT_BUILT, f"the engine does not build {arch}") for name in CHECKS[1:]]
         return ArchResult(runtime.name, arch, (tarballs, *rest))
-    try:
-        found = engine.client().images.get(image)
-    except docker.errors.ImageNotFound:
+    found = engine.inspect_image(image)
+    if found is None:
         gone = f"image {image} not found: run doit build:{runtime.name}"
         return ArchResult(runtime.name, arch, (tarballs, *(Check(name, FAIL, gone) for name in CHECKS[1:])), (), image)
-    except (docker.errors.APIError, requests.RequestException) as exc:
-        raise EngineError(f"{runtime.name}: cannot inspect {image}: {exc}") from None
     started = time.monotonic()
     if tree_error is not None:
         tree = Check("tree", FAIL, tree_error)
     elif upstream_tree is None:
         tree = Check("tree", SKIPPED, "upstream's tree comes from the tarballs, which failed their check")
     else:
-        tree = check_tree(upstream_tree, found)
+        tree = check_tree(upstream_tree, found["Id"])
     tree = dataclasses.replace(tree, seconds=time.monotonic() - started)
-    problems, notes = compare_config(state["config"], found.attrs)
+    problems, notes = compare_config(state["config"], found)
     if problems:
         config = Check("config", FAIL, problems[0] + _more(problems), tuple(problems[:DETAILS]))
     else:
         config = Check("config", PASS, "equal to upstream's")
-    checks = (tarballs, tree, config, check_invoke(runtime, found.id))
-    return ArchResult(runtime.name, arch, checks, tuple(notes), image, found.id)
+    checks = (tarballs, tree, config, check_invoke(runtime, found["Id"]))
+    return ArchResult(runtime.name, arch, checks, tuple(notes), image, found["Id"])
 
 
 def _more(problems: list[str]) -> str:
@@ -362,12 +359,12 @@ def _open_tarball(path: Path):
 # -- 2. file tree --------------------------------------------------------------------------------
 
 
-def check_tree(upstream: dict[str, Entry], image) -> Check:
-    """Check 2: the merged filesystem of `image` (a docker SDK Image, read with `save()`) equals `upstream`."""
+def check_tree(upstream: dict[str, Entry], image: str) -> Check:
+    """Check 2: the merged filesystem of `image` (an image ID or tag, read with `docker save`) equals `upstream`."""
     try:
-        with layers_of_docker_save(image.save(chunk_size=CHUNK)) as layers:
+        with layers_of_docker_save(engine.save_image(image, CHUNK)) as layers:
             built = merge_layers(layers)
-    except (docker.errors.APIError, requests.RequestException) as exc:
+    except EngineError as exc:
         return Check("tree", FAIL, f"cannot read the image from the engine: {exc}")
     except ValueError as exc:
         return Check("tree", FAIL, f"cannot read the image's layers: {exc}")
@@ -459,8 +456,8 @@ def check_invoke(runtime: Runtime, image: str) -> Check:
                 invocation = api.invoke(json.dumps(smoke.event).encode(), smoke.timeout, _function_name(runtime))
             state = _state(container)
             logs = _logs(container)
-    except (docker.errors.APIError, requests.RequestException) as exc:
-        return Check("invoke", FAIL, f"the engine could not run {image}: {_first_line(exc)}")
+    except EngineError as exc:
+        return Check("invoke", FAIL, f"the engine could not run {image}: {exc}")
     seconds = time.monotonic() - started
     body = invocation.body.decode("utf-8", "replace")
     details = (f"event: {json.dumps(smoke.event)}", f"answer ({invocation.outcome}): {_cut(body)}", *logs)
@@ -514,7 +511,7 @@ def _container(runtime: Runtime, smoke: Smoke, image: str, api_address: str) -> 
         bootstrap = Path(smoke.files) / "bootstrap"
         if bootstrap.is_file():
             volumes[str(bootstrap)] = {"bind": "/var/runtime/bootstrap", "mode": "ro"}
-    container = engine.client().containers.create(
+    with engine.running_container(
         image,
         command=[smoke.handler],
         environment=environment,
@@ -522,16 +519,12 @@ def _container(runtime: Runtime, smoke: Smoke, image: str, api_address: str) -> 
         volumes=volumes,
         labels={LABEL: runtime.name},
         name=f"lambdaimages-verify-{runtime.name}-{uuid.uuid4().hex[:8]}",
-    )
-    try:
-        container.start()
+    ) as container:
         yield container
-    finally:
-        container.remove(force=True)
 
 
 @contextmanager
-def _exit_reporter(container, api_address: str) -> Iterator[None]:
+def _exit_reporter(container: engine.Container, api_address: str) -> Iterator[None]:
     """While the block runs, report a container that exits as an init error, as Lambda reports Runtime.ExitError.
 
     Without it an invocation of a runtime that died waits out its whole timeout.
@@ -541,11 +534,10 @@ def _exit_reporter(container, api_address: str) -> Iterator[None]:
     def watch() -> None:
         while not done.wait(EXIT_POLL):
             try:
-                container.reload()
-            except (docker.errors.APIError, requests.RequestException):
+                status, code = container.status()
+            except EngineError:
                 return
-            if container.status in ("exited", "dead"):
-                code = container.attrs.get("State", {}).get("ExitCode")
+            if status in ("exited", "dead"):
                 error = {"errorType": "Runtime.ExitError", "errorMessage": f"the container exited with code {code}"}
                 try:
                     requests.post(
@@ -567,19 +559,18 @@ def _exit_reporter(container, api_address: str) -> Iterator[None]:
         watcher.join()
 
 
-def _state(container) -> str:
+def _state(container: engine.Container) -> str:
     try:
-        container.reload()
-    except (docker.errors.APIError, requests.RequestException):
+        status, code = container.status()
+    except EngineError:
         return "state unknown"
-    state = container.attrs.get("State", {})
-    return f"exited with code {state.get('ExitCode')}" if container.status == "exited" else f"{container.status}"
+    return f"exited with code {code}" if status == "exited" else status
 
 
-def _logs(container) -> tuple[str, ...]:
+def _logs(container: engine.Container) -> tuple[str, ...]:
     try:
-        text = container.logs(stdout=True, stderr=True, tail=LOG_LINES).decode("utf-8", "replace")
-    except (docker.errors.APIError, requests.RequestException):
+        text = container.logs(LOG_LINES)
+    except EngineError:
         return ()
     return tuple(f"log: {line}" for line in text.splitlines())
 
@@ -587,10 +578,6 @@ def _logs(container) -> tuple[str, ...]:
 def _cut(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= BODY_CHARS else text[:BODY_CHARS] + "…"
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 # -- what a verification depends on --------------------------------------------------------------

@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .registry import OCI_INDEX, OCI_MANIFEST, sha256_digest
-from .samples import LAMBDA_ENV
+from lambdaimages.registry.client import OCI_INDEX, OCI_MANIFEST, sha256_digest
+from lambdaimages.testbed.samples import LAMBDA_ENV
 
 GENERATOR = "lambdaimages-bench-1"  # change it when the content changes: the cache is then rebuilt
 MB = 1_000_000

@@ -6,11 +6,12 @@ import json
 import threading
 from pathlib import Path
 
-from . import credentials, layout
-from .catalog import Runtime
-from .errors import RegistryError, RegistryUnreachable
-from .files import write_if_changed
-from .registry import INDEX_TYPES, MANIFEST_TYPES, RegistryClient, client_settings
+from lambdaimages import layout
+from lambdaimages.catalog import Runtime
+from lambdaimages.errors import RegistryError, RegistryUnreachable
+from lambdaimages.registry import credentials
+from lambdaimages.registry.client import INDEX_TYPES, MANIFEST_TYPES, RegistryClient, client_settings
+from lambdaimages.tools.files import write_if_changed
 
 PLATFORMS = {"x86_64": "amd64", "arm64": "arm64"}
 GZIP_TYPES = (

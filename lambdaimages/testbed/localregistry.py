@@ -14,7 +14,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from .errors import RegistryUnreachable
+from lambdaimages.errors import RegistryUnreachable
 
 # The access log goes to stdout in Apache combined format, one line per request:
 #   127.0.0.1 - - [27/Nov/2026:13:53:08 +0000] "GET /v2/ HTTP/1.1" 200 2 "" "curl/7.88.1"

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CredentialsError
+from lambdaimages.errors import CredentialsError
 
 ENV_USER = "LAMBDAIMAGES_REGISTRY_USER"
 ENV_PASSWORD = "LAMBDAIMAGES_REGISTRY_PASSWORD"

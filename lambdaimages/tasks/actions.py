@@ -9,9 +9,11 @@ from pathlib import Path
 
 from doit.exceptions import TaskFailed
 
-from . import engine, export, layout, render, resolve
-from .catalog import Runtime
-from .errors import ProjectError, RegistryUnreachable, RenderError
+from lambdaimages import engine, layout
+from lambdaimages.catalog import Runtime
+from lambdaimages.errors import ProjectError, PublishError, RegistryUnreachable, RenderError
+from lambdaimages.publish import branches
+from lambdaimages.snapshot import export, render, resolve
 
 
 def one_line_errors(action):
@@ -205,18 +207,49 @@ def clean_snapshot(out: Path, runtime: Runtime) -> None:
 
 def clean_image(runtime: Runtime) -> None:
     try:
-        if engine.image_id(tag(runtime)):
-            engine.client().images.remove(tag(runtime))
+        if engine.remove_image(tag(runtime)):
             print(f"removed image {tag(runtime)}")
     except ProjectError as exc:
         print(f"{runtime.name}: {exc}")
+
+
+# -- publish and changes ---------------------------------------------------------------------
+
+
+@one_line_errors
+def publish_runtime(out: Path, runtime: Runtime, repo: str | None) -> dict:
+    if not repo:
+        raise PublishError(
+            f"{runtime.name}: no repository to publish to: set `publish: {{repo: PATH_OR_URL}}` in the catalog "
+            "or run `doit publish repo=PATH_OR_URL`"
+        )
+    outcome = branches.publish(out, runtime, repo)
+    if outcome.pushed:
+        print(f"{runtime.name}: pushed {outcome.commit} to branch {runtime.name} of {repo}")
+    else:
+        print(f"{runtime.name}: unchanged since published commit {outcome.commit}; nothing pushed")
+    return {"commit": outcome.commit}
+
+
+@one_line_errors
+def print_changes(out: Path, runtime: Runtime, repo: str | None) -> dict:
+    print(branches.changes_text(out, runtime, repo), end="")
+    return {}
+
+
+def clean_private(out: Path, runtime: Runtime) -> None:
+    """Remove the private repository (the published branches stay where they were pushed)."""
+    folder = layout.publish_dir(out, runtime.name)
+    if folder.exists():
+        shutil.rmtree(folder)
+        print(f"removed {folder}")
 
 
 # -- demo ----------------------------------------------------------------------------------
 
 
 def run_demo(out: Path):
-    from . import demo
+    from lambdaimages.testbed import demo
 
     code = demo.run(out)
     return None if code == 0 else TaskFailed(f"the demo's doit run failed (exit {code}); see above")
@@ -228,7 +261,8 @@ def run_demo(out: Path):
 @one_line_errors
 def verify_runtime(out: Path, catalog, runtime: Runtime):
     """Check a runtime against upstream, record the result, refresh the reports; fail naming each failed check."""
-    from . import reports, verify
+    from lambdaimages.verify import checks as verify
+    from lambdaimages.verify import reports
 
     inputs = verify.inputs(out, runtime)
     result = verify.verify_runtime(out, runtime)
@@ -242,7 +276,7 @@ def verify_runtime(out: Path, catalog, runtime: Runtime):
 
 def verification_current(out: Path, runtime: Runtime):
     """doit uptodate check: same image and snapshot as the last successful verification."""
-    from . import verify
+    from lambdaimages.verify import checks as verify
 
     def check(task, values) -> bool:
         if "inputs" not in values:
@@ -258,7 +292,7 @@ def verification_current(out: Path, runtime: Runtime):
 @one_line_errors
 def verify_report(out: Path, catalog) -> None:
     """The table of every runtime's last verification, and the JSON and JUnit reports."""
-    from . import reports
+    from lambdaimages.verify import reports
 
     found = reports.verdicts(out, catalog)
     paths = reports.write(out, found)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import jinja2
 
-from . import layout
-from .catalog import Runtime
-from .errors import RenderError
-from .files import write_if_changed
-from .resolve import PLATFORMS, layer_hex
+from lambdaimages import layout
+from lambdaimages.catalog import Runtime
+from lambdaimages.errors import RenderError
+from lambdaimages.snapshot.resolve import PLATFORMS, layer_hex
+from lambdaimages.tools.files import write_if_changed
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 DOCKERFILE_TEMPLATE = "Dockerfile.j2"
 DOCKERIGNORE_TEMPLATE = "dockerignore.j2"
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import OutputError
+from lambdaimages.errors import OutputError
 
 MiB = 1 << 20
 DICT_SIZES = {0: MiB // 4, 1: MiB, 2: 2 * MiB, 3: 4 * MiB, 4: 4 * MiB, 5: 8 * MiB, 6: 8 * MiB, 7: 16 * MiB,

@@ -1,0 +1,1 @@
+"""Registry access: the OCI distribution client (media types, auth, digest checks) and credentials."""
