@@ -155,10 +155,11 @@ def task_verify():
             "actions": [(actions.verify_runtime, [OUT, CATALOG, rt])],
             "task_dep": [f"build:{rt.name}"],
             "uptodate": [actions.verification_current(OUT, rt)],
+            "teardown": [(actions.verify_report, [OUT, CATALOG])],
             **SHOWN,
         }
-    # The table and reports: a teardown runs after every other task of the run, also after failed ones.
-    # ("_" starts no runtime name.)
+    # The table and reports, written once after every other task of the run (also after failed ones), also when
+    # every runtime was up to date. ("_" starts no runtime name.)
     yield {
         "name": "_report",
         "actions": None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import shutil
+import threading
 from pathlib import Path
 
 from doit.exceptions import TaskFailed
@@ -260,7 +261,10 @@ def run_demo(out: Path):
 
 @one_line_errors
 def verify_runtime(out: Path, catalog, runtime: Runtime):
-    """Check a runtime against upstream, record the result, refresh the reports; fail naming each failed check."""
+    """Check a runtime against upstream and record the result; fail naming each failed check.
+
+    The summary reports and the table are written once, after the run (`verify_report`).
+    """
     from lambdaimages.verify import checks as verify
     from lambdaimages.verify import reports
 
@@ -268,7 +272,6 @@ def verify_runtime(out: Path, catalog, runtime: Runtime):
     result = verify.verify_runtime(out, runtime)
     reports.record(out, result, inputs)
     print("\n".join(reports.describe(result)), flush=True)
-    reports.write(out, reports.verdicts(out, catalog))
     if result.failed:
         return TaskFailed(result.failure_message())
     return {"inputs": inputs}
@@ -289,11 +292,22 @@ def verification_current(out: Path, runtime: Runtime):
     return check
 
 
+_reported: set[Path] = set()
+
+
 @one_line_errors
 def verify_report(out: Path, catalog) -> None:
-    """The table of every runtime's last verification, and the JSON and JUnit reports."""
+    """The table of every runtime's last verification, and the JSON and JUnit reports: once per run.
+
+    A teardown of every verify task that ran. doit 0.37's thread runner runs the teardown list once per
+    worker thread when that worker runs out of tasks (other workers may still be verifying) and once more
+    on the main thread after all of them ended: only that last call sees every result.
+    """
     from lambdaimages.verify import reports
 
+    if threading.current_thread() is not threading.main_thread() or out in _reported:
+        return
+    _reported.add(out)
     found = reports.verdicts(out, catalog)
     paths = reports.write(out, found)
     print(reports.table(found))
