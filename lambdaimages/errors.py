@@ -1,16 +1,61 @@
 """The failures a user can act on, one type each; every message names what it is about."""
 
+from __future__ import annotations
+
+from typing import Self
+
 
 class ProjectError(Exception):
     """Base of every foreseeable failure: printed as one line, never as a traceback.
 
-    `cause` is the part of the message shared by every task the same fault stops (a registry that
-    is down), so that a run reports it once, not once per runtime.
+    The context is data, filled in as the error passes up the pipeline and formatted once by `str()`:
+    `<runtime> <arch> (<reference>) <where>: <detail>`, each part only when known. `where` names the thing
+    inside the image (a layer, a file); `reference` is the upstream image. `cause` is the part shared by
+    every task the same fault stops (a registry that is down), so that a run reports it once, not once per
+    runtime.
     """
 
-    def __init__(self, message: str, cause: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        detail: str,
+        *,
+        runtime: str | None = None,
+        arch: str | None = None,
+        reference: str | None = None,
+        where: str | None = None,
+        cause: str | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.runtime, self.arch, self.reference, self.where = runtime, arch, reference, where
         self.cause = cause
+
+    def within(
+        self,
+        *,
+        runtime: str | None = None,
+        arch: str | None = None,
+        reference: str | None = None,
+        where: str | None = None,
+    ) -> Self:
+        """The same error, with the context an outer caller knows; what the raiser already set is kept."""
+        self.runtime = self.runtime or runtime
+        self.arch = self.arch or arch
+        self.reference = self.reference or reference
+        self.where = self.where or where
+        return self
+
+    def __str__(self) -> str:
+        head = label(runtime=self.runtime, arch=self.arch, reference=self.reference, where=self.where)
+        return f"{head}: {self.detail}" if head else self.detail
+
+
+def label(
+    *, runtime: str | None = None, arch: str | None = None, reference: str | None = None, where: str | None = None
+) -> str:
+    """How messages name what they are about: `<runtime> <arch> (<reference>) <where>`, the known parts."""
+    parts = [runtime, arch, f"({reference})" if reference else None, where]
+    return " ".join(part for part in parts if part)
 
 
 class CatalogError(ProjectError):

@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from lambdaimages import layout
 from lambdaimages.catalog import ARCHITECTURES, Runtime
-from lambdaimages.errors import DigestMismatch, OutputError, ProjectError, RegistryError
+from lambdaimages.errors import DigestMismatch, OutputError, ProjectError, RegistryError, label
 from lambdaimages.registry.client import RegistryClient
 from lambdaimages.snapshot.resolve import GZIP_TYPES, layer_hex
 from lambdaimages.tools import xzblocks
@@ -40,10 +40,11 @@ def codec_name(runtime: Runtime) -> str:
     return f"xz{runtime.level}" if runtime.compression == "xz" else "gzip"
 
 
-def layer_label(runtime: Runtime, arch: str, state: dict, number: int) -> str:
-    """How messages name a layer: runtime, architecture, upstream reference, position and diff_id."""
+def layer_context(runtime: Runtime, arch: str, state: dict, number: int) -> dict[str, str]:
+    """How errors and progress name a layer: runtime, architecture, upstream reference, position and diff_id."""
     layer = state["layers"][number - 1]
-    return f"{runtime.name} {arch} ({runtime.image}) layer {number}/{len(state['layers'])} {layer_hex(layer)[:12]}"
+    where = f"layer {number}/{len(state['layers'])} {layer_hex(layer)[:12]}"
+    return {"runtime": runtime.name, "arch": arch, "reference": runtime.image, "where": where}
 
 
 def fetch(runtime: Runtime, states: dict[str, dict], out: Path, client: RegistryClient) -> None:
@@ -58,7 +59,7 @@ def fetch(runtime: Runtime, states: dict[str, dict], out: Path, client: Registry
     try:
         for arch, state in states.items():
             for number, layer in enumerate(state["layers"], 1):
-                entry = _CacheEntry(runtime, layer, out, layer_label(runtime, arch, state, number))
+                entry = _CacheEntry(runtime, layer, out, layer_context(runtime, arch, state, number))
                 status = entry.start(client, wait=False)
                 if status == STARTED:
                     started.append(entry)
@@ -71,7 +72,7 @@ def fetch(runtime: Runtime, states: dict[str, dict], out: Path, client: Registry
         for entry in started:
             entry.abort()
     for entry in busy:
-        cached_layer(runtime, entry.layer, out, client, entry.label)
+        cached_layer(runtime, entry.layer, out, client, entry.context)
 
 
 def export(runtime: Runtime, arch: str, state: dict, out: Path, client: RegistryClient) -> list[Path]:
@@ -80,13 +81,13 @@ def export(runtime: Runtime, arch: str, state: dict, out: Path, client: Registry
     wanted = []
     layers = state["layers"]
     for number, layer in enumerate(layers, 1):
-        label = layer_label(runtime, arch, state, number)
-        cached = cached_layer(runtime, layer, out, client, label)
+        context = layer_context(runtime, arch, state, number)
+        cached = cached_layer(runtime, layer, out, client, context)
         dest = folder / f"{layer_hex(layer)}.{runtime.extension}"
         try:
             link_or_copy(cached, dest)
         except OutputError as exc:
-            raise OutputError(f"{label}: {exc}") from None
+            raise exc.within(**context) from None
         wanted.append(dest)
     for stale in folder.glob("*.tar.*"):
         if stale not in wanted:
@@ -113,9 +114,9 @@ def fingerprint(paths: list[Path]) -> list:
     return result
 
 
-def cached_layer(runtime: Runtime, layer: dict, out: Path, client: RegistryClient, label: str) -> Path:
+def cached_layer(runtime: Runtime, layer: dict, out: Path, client: RegistryClient, context: dict[str, str]) -> Path:
     """The cache entry of a layer, made once however many runtimes and architectures share it."""
-    entry = _CacheEntry(runtime, layer, out, label)
+    entry = _CacheEntry(runtime, layer, out, context)
     if entry.start(client, wait=True) == STARTED:
         try:
             entry.finish()
@@ -136,8 +137,8 @@ class _CacheEntry:
     releases the lock; `abort` drops what `start` made. Between the two the task may start more.
     """
 
-    def __init__(self, runtime: Runtime, layer: dict, out: Path, label: str) -> None:
-        self.runtime, self.layer, self.label = runtime, layer, label
+    def __init__(self, runtime: Runtime, layer: dict, out: Path, context: dict[str, str]) -> None:
+        self.runtime, self.layer, self.context = runtime, layer, context
         self.folder = layout.cache_dir(out, codec_name(runtime))
         self.path = self.folder / f"{layer_hex(layer)}.{runtime.extension}"
         self.record = self.path.with_name(self.path.name + ".json")
@@ -156,7 +157,7 @@ class _CacheEntry:
         try:
             with self._named_errors():
                 self.dest = AtomicWrite(self.path)
-                self.download = _Download(self.runtime, self.layer, self.label, self.dest.file, spool=self.folder)
+                self.download = _Download(self.runtime, self.layer, self.context, self.dest.file, spool=self.folder)
                 self.download.run(client)
         except BaseException:
             self.abort()
@@ -187,9 +188,9 @@ class _CacheEntry:
         try:
             yield
         except OSError as exc:
-            raise OutputError(f"{self.label}: cannot write {self.path}: {exc.strerror}") from None
+            raise OutputError(f"cannot write {self.path}: {exc.strerror}", **self.context) from None
         except OutputError as exc:  # a full or read-only disk: say which layer it stopped
-            raise exc if str(exc).startswith(self.label) else OutputError(f"{self.label}: {exc}") from None
+            raise exc.within(**self.context) from None
 
 
 def _intact(path: Path, record: Path) -> bool:
@@ -209,10 +210,10 @@ class _Download:
     the pool); `finish` waits for them and completes `dest`; `abort` drops the spooled blocks.
     """
 
-    def __init__(self, runtime: Runtime, layer: dict, label: str, dest: BinaryIO, spool: Path) -> None:
-        self.runtime, self.layer, self.label, self.dest = runtime, layer, label, dest
+    def __init__(self, runtime: Runtime, layer: dict, context: dict[str, str], dest: BinaryIO, spool: Path) -> None:
+        self.runtime, self.layer, self.context, self.dest = runtime, layer, context, dest
         self.gzipped = layer["media_type"] in GZIP_TYPES
-        self.progress = _Progress(label, layer["size"])
+        self.progress = _Progress(label(**context), layer["size"])
         self.began = time.monotonic()
         self.raw = 0
         self.xz = xzblocks.XzWriter(dest, runtime.level, spool) if runtime.compression == "xz" else None
@@ -223,7 +224,7 @@ class _Download:
             self.gz = zlib.compressobj(runtime.level, zlib.DEFLATED, 31)
 
     def run(self, client: RegistryClient) -> None:
-        layer, label = self.layer, self.label
+        layer, context = self.layer, self.context
         diff_hasher = hashlib.sha256()
         unpack = zlib.decompressobj(wbits=31) if self.gzipped else None
 
@@ -235,7 +236,7 @@ class _Download:
             elif self.gz is not None:
                 self.dest.write(self.gz.compress(data))
 
-        blob = _labelled(client.iter_blob(self.runtime.repository, layer["digest"], layer["size"]), label)
+        blob = _labelled(client.iter_blob(self.runtime.repository, layer["digest"], layer["size"]), context)
         try:
             for chunk in blob:
                 self.progress.update(len(chunk))
@@ -260,14 +261,15 @@ class _Download:
                     if not pending and len(data) < UNPACK_LIMIT:
                         break
             if unpack is not None and not unpack.eof:
-                raise DigestMismatch(f"{label}: gzip stream of {layer['digest']} ends early")
+                raise DigestMismatch(f"gzip stream of {layer['digest']} ends early", **context)
         except zlib.error as exc:
             for _ in blob:
                 pass  # a download corrupted on the way fails the digest check: say that, not "not gzip"
-            raise RegistryError(f"{label}: blob {layer['digest']} is not valid gzip: {exc}") from None
+            raise RegistryError(f"blob {layer['digest']} is not valid gzip: {exc}", **context) from None
         diff_id = "sha256:" + diff_hasher.hexdigest()
         if diff_id != layer["diff_id"]:
-            raise DigestMismatch(f"{label}: uncompressed layer hashes to {diff_id}, the config says {layer['diff_id']}")
+            detail = f"uncompressed layer hashes to {diff_id}, the config says {layer['diff_id']}"
+            raise DigestMismatch(detail, **context)
 
     def finish(self) -> dict:
         """Complete `dest` (waiting for the compressor pool); the numbers for the cache record."""
@@ -277,7 +279,7 @@ class _Download:
             elif self.gz is not None:
                 self.dest.write(self.gz.flush())
         except lzma.LZMAError as exc:
-            raise OutputError(f"{self.label}: xz compression failed: {exc}") from None
+            raise OutputError(f"xz compression failed: {exc}", **self.context) from None
         seconds = time.monotonic() - self.began
         self.progress.done(self.raw, self.dest.tell(), seconds, self.runtime.compression)
         return {"uncompressed": self.raw, "seconds": round(seconds, 3)}
@@ -288,12 +290,12 @@ class _Download:
             self.xz.abort()
 
 
-def _labelled(chunks: Iterator[bytes], label: str) -> Iterator[bytes]:
+def _labelled(chunks: Iterator[bytes], context: dict[str, str]) -> Iterator[bytes]:
     """The chunks; a registry error names the runtime, architecture and layer it stopped."""
     try:
         yield from chunks
     except ProjectError as exc:
-        raise type(exc)(f"{label}: {exc}", cause=exc.cause) from None
+        raise exc.within(**context) from None
 
 
 class _Progress:

@@ -53,10 +53,10 @@ def environment(templates: Path = TEMPLATES) -> jinja2.Environment:
 def dockerfile_context(runtime: Runtime, state: dict, prefix: str = "") -> dict:
     """Template variables for one architecture; RenderError for what no Dockerfile can express."""
     config = state["config"].get("config") or {}
-    where = f"{runtime.name} {state['architecture']}"
+    where = {"runtime": runtime.name, "arch": state["architecture"]}
 
     def fail(key: str, why: str) -> RenderError:
-        return RenderError(f"{where}: config {key} cannot be expressed in a Dockerfile: {why}")
+        return RenderError(f"config {key} cannot be expressed in a Dockerfile: {why}", **where)
 
     for key, value in config.items():
         if key not in RENDERED and not (key in IGNORED_WHEN_EMPTY and not value):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lambdaimages import layout
 from lambdaimages.catalog import Runtime
-from lambdaimages.errors import RegistryError, RegistryUnreachable
+from lambdaimages.errors import RegistryError
 from lambdaimages.registry import credentials
 from lambdaimages.registry.client import INDEX_TYPES, MANIFEST_TYPES, RegistryClient, client_settings
 from lambdaimages.tools.files import write_if_changed
@@ -49,18 +49,17 @@ def resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: dict 
     With the previous state of the same reference, an unchanged digest is not fetched below:
     a digest commits to everything under it, so a poll with nothing new downloads no blob.
     """
-    where = f"{runtime.name} {arch} ({runtime.image})"
+    context = {"runtime": runtime.name, "arch": arch, "reference": runtime.image}
     if previous and previous.get("reference") != runtime.image:
         previous = None
     try:
         return _resolve(runtime, arch, client, previous or {})
     except RegistryError as exc:
-        cause = str(exc) if isinstance(exc, RegistryUnreachable) else None
-        raise type(exc)(f"{where}: {exc}", cause=cause) from None
+        raise exc.within(**context) from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         # Verified bytes, but not the manifest or config structure the OCI spec describes.
         detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0][:200]
-        raise RegistryError(f"{where}: malformed manifest or image config: {detail}") from None
+        raise RegistryError(f"malformed manifest or image config: {detail}", **context) from None
 
 
 def _resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: dict) -> dict:

@@ -12,9 +12,17 @@ from doit.exceptions import TaskFailed
 
 from lambdaimages import engine, layout
 from lambdaimages.catalog import Runtime
-from lambdaimages.errors import ProjectError, PublishError, RegistryUnreachable, RenderError
+from lambdaimages.errors import ProjectError, PublishError, RenderError
 from lambdaimages.publish import branches
 from lambdaimages.snapshot import export, render, resolve
+
+
+class ProjectFailure(TaskFailed):
+    """A task ended by a foreseeable failure: doit's failure, carrying the error itself for the reporter."""
+
+    def __init__(self, error: ProjectError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def one_line_errors(action):
@@ -25,10 +33,7 @@ def one_line_errors(action):
         try:
             return action(*args, **kwargs)
         except ProjectError as exc:
-            fail = TaskFailed(str(exc))
-            fail.cause = exc.cause
-            fail.unreachable = isinstance(exc, RegistryUnreachable)
-            return fail
+            return ProjectFailure(exc)
 
     return wrapper
 
@@ -46,8 +51,7 @@ def resolve_runtime(out: Path, runtime: Runtime) -> dict:
         try:
             render.dockerfile_context(runtime, state)  # a config no Dockerfile can express stops here
         except RenderError as exc:
-            detail = str(exc).removeprefix(f"{runtime.name} {arch}: ")
-            raise RenderError(f"{runtime.name} {arch} ({runtime.image}): {detail}") from None
+            raise exc.within(reference=runtime.image) from None
         states.append(state)
     # Written only when every architecture resolved: a failure leaves the whole runtime as it was.
     changed = [state["architecture"] for state in states if resolve.write_state(out, state)]

@@ -5,6 +5,9 @@ from __future__ import annotations
 from doit.exceptions import TaskFailed, UnmetDependency
 from doit.reporter import ConsoleReporter
 
+from lambdaimages.errors import RegistryUnreachable
+from lambdaimages.tasks.actions import ProjectFailure
+
 DEMO_HINT = "No network to the registry? `doit demo` runs the whole pipeline against a local registry."
 
 
@@ -27,8 +30,9 @@ class Reporter(ConsoleReporter):
             self.skipped += 1
             return
         self.failures.append({"task": task, "exception": fail})
-        self.unreachable |= bool(getattr(fail, "unreachable", False))
-        cause = getattr(fail, "cause", None)
+        error = fail.error if isinstance(fail, ProjectFailure) else None
+        self.unreachable |= isinstance(error, RegistryUnreachable)
+        cause = error.cause if error is not None else None
         if cause:
             self.causes[cause] = self.causes.get(cause, 0) + 1
             if self.causes[cause] > 1:
