@@ -16,6 +16,7 @@ from lambdaimages.publish import branches
 from lambdaimages.snapshot import render
 from lambdaimages.tasks import actions, database
 from lambdaimages.tasks.reporter import Reporter
+from lambdaimages.testbed import demo  # the demo task's test bed; the product never imports it
 from lambdaimages.tools import files
 
 CATALOG_FILE = get_var("catalog", "runtimes.yaml")
@@ -114,7 +115,7 @@ def task_build():
 def task_demo():
     """Run the whole pipeline offline: sample images on a local registry -> snapshot, build, verify."""
     return {
-        "actions": [(actions.run_demo, [Path(get_var("demo_out", "build-demo"))])],
+        "actions": [(actions.one_line_errors(demo.run_task), [Path(get_var("demo_out", "build-demo"))])],
         "uptodate": [False],
         **SHOWN,
     }

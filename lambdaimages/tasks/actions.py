@@ -250,16 +250,6 @@ def clean_private(out: Path, runtime: Runtime) -> None:
         print(f"removed {folder}")
 
 
-# -- demo ----------------------------------------------------------------------------------
-
-
-def run_demo(out: Path):
-    from lambdaimages.testbed import demo
-
-    code = demo.run(out)
-    return None if code == 0 else TaskFailed(f"the demo's doit run failed (exit {code}); see above")
-
-
 # -- verify --------------------------------------------------------------------------------
 
 

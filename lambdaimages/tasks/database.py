@@ -19,6 +19,7 @@ def atomic_doit_db() -> None:
     way, a failed save keeps the previous file and says so in one line; the next run then rechecks
     the tasks this one could not record (all outputs are on disk already).
     """
+
     def dump(db: JsonDB) -> None:
         try:
             with atomic_file(Path(db.name)) as f:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from lambdaimages import layout
+from lambdaimages.errors import ProjectError
 from lambdaimages.registry.client import RegistryClient
 from lambdaimages.testbed import samples
 from lambdaimages.testbed.localregistry import LocalRegistry
@@ -80,6 +81,13 @@ def run(out: Path, tasks: tuple[str, ...] = TASKS) -> int:
         code = subprocess.run(cmd, cwd=ROOT).returncode
     print(summary(out), flush=True)
     return code
+
+
+def run_task(out: Path) -> None:
+    """`doit demo`'s action: the demo run; a failed inner doit run is a one-line failure."""
+    code = run(out)
+    if code != 0:
+        raise ProjectError(f"the demo's doit run failed (exit {code}); see above")
 
 
 def summary(out: Path) -> str:
