@@ -14,6 +14,7 @@ from doit_cli import run_doit
 
 from lambdaimages.catalog import Catalog
 from lambdaimages.publish import branches as publish
+from lambdaimages.publish import git as publish_git
 from lambdaimages.registry.client import RegistryClient
 from lambdaimages.testbed import samples
 from lambdaimages.tools import tree
@@ -116,7 +117,7 @@ def test_branch_holds_the_snapshot_with_lfs_pointers(world):
     assert len(tarballs) == 2 * len(world["images"]["a"]["x86_64"].layers)
     for path in tarballs:
         pointer = show(bare, f"{commit}:{path}")
-        oid, size = publish.parse_pointer(pointer)
+        oid, size = publish_git.parse_pointer(pointer)
         data = (out / name / path).read_bytes()
         assert size == len(data)
         stored = bare / "lfs" / "objects" / oid[:2] / oid[2:4] / oid
@@ -145,7 +146,7 @@ def test_branch_holds_the_snapshot_with_lfs_pointers(world):
     gz = [
         f for f in git("--git-dir", str(bare), "ls-tree", "-r", "--name-only", other).split() if f.endswith(".tar.gz")
     ]
-    assert gz and all(publish.parse_pointer(show(bare, f"{other}:{f}")) for f in gz)
+    assert gz and all(publish_git.parse_pointer(show(bare, f"{other}:{f}")) for f in gz)
 
 
 def test_fresh_clone_with_lfs_pull_builds_the_upstream_image(world, docker_client):
@@ -254,9 +255,9 @@ def test_target_repo_setting_and_urls(tmp_path):
 def test_lfs_pointer_is_what_git_lfs_writes(tmp_path):
     path = tmp_path / "layer.tar.xz"
     path.write_bytes(os.urandom(70000))
-    oid, pointer = publish.lfs_pointer(path)
+    oid, pointer = publish_git.lfs_pointer(path)
     assert pointer.decode() == git("lfs", "pointer", f"--file={path}", cwd=tmp_path)
-    assert publish.parse_pointer(pointer.decode()) == (oid, 70000)
+    assert publish_git.parse_pointer(pointer.decode()) == (oid, 70000)
 
 
 def test_commit_time_from_upstream_created():

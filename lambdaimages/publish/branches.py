@@ -1,20 +1,16 @@
 """Publish each runtime's snapshot as one force-pushed git branch (tarballs in Git LFS), with a CHANGES.md.
 
-Commits are made with git plumbing in a private bare repository per runtime (`<out>/.publish/<rt>.git`, its own
-index), never in a user's checkout. A branch is one commit without parent whose author, committer and dates come
-from upstream (the newest image config's `created`), so the same snapshot gives the same commit id. LFS pointers
-are computed here (spec v1); the tarballs are hard-linked into the private repository's LFS store only for
-`git lfs push`, which works with any remote git-lfs supports, `file:///` URLs included.
+A branch is one commit without parent whose author, committer and dates come from upstream (the newest image
+config's `created`), so the same snapshot gives the same commit id. The commits are made in a private repository
+(`git.PrivateRepo`); the tarballs are hard-linked into its LFS store only for `git lfs push`, which works with
+any remote git-lfs supports, `file:///` URLs included.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import re
-import shutil
-import subprocess
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +18,10 @@ from pathlib import Path
 from lambdaimages import layout
 from lambdaimages.catalog import Catalog, Runtime
 from lambdaimages.errors import OutputError, PublishError
-from lambdaimages.publish import changes
+from lambdaimages.publish import changes, git
 from lambdaimages.snapshot import render, resolve
-from lambdaimages.tools.files import TMP_PREFIX, link_or_copy
+from lambdaimages.tools.files import TMP_PREFIX
 
-AUTHOR_NAME = "lambdaimages"
-AUTHOR_EMAIL = "lambdaimages@localhost"
 README = "README.md"
 CHANGES = "CHANGES.md"
 ATTRIBUTES = ".gitattributes"
@@ -35,14 +29,6 @@ GENERATED = (README, CHANGES, ATTRIBUTES)
 README_TEMPLATE = "branch-README.md.j2"
 ATTRIBUTES_TEMPLATE = "gitattributes.j2"
 LFS_SUFFIXES = (".tar.xz", ".tar.gz")
-LFS_SPEC = "https://git-lfs.github.com/spec/v1"
-PUBLISHED_REF = "refs/published/"
-REMOTE = "target"
-# Inherited variables that would point git at another repository or work tree than the private one.
-FOREIGN_GIT_VARIABLES = (
-    "GIT_WORK_TREE", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_COMMON_DIR",
-    "GIT_INDEX_FILE", "GIT_DIR", "GIT_LFS_SKIP_PUSH",
-)  # fmt: skip
 
 
 # -- where to publish ------------------------------------------------------------------------------
@@ -75,131 +61,6 @@ def _local_path(url: str) -> Path | None:
     return None
 
 
-# -- the private repository ------------------------------------------------------------------------
-
-
-class PrivateRepo:
-    """A bare repository with its own index, in which one runtime's branch commits are made and pushed from."""
-
-    def __init__(self, out: Path, runtime: str, url: str | None) -> None:
-        self.runtime = runtime
-        self.git_dir = layout.publish_dir(out, runtime).absolute()
-        self.url = url
-        self.env = {k: v for k, v in os.environ.items() if k not in FOREIGN_GIT_VARIABLES}
-        self.env.update(
-            GIT_DIR=str(self.git_dir),
-            GIT_INDEX_FILE=str(self.git_dir / "publish.index"),
-            GIT_TERMINAL_PROMPT="0",
-            LC_ALL="C",
-        )
-        if not (self.git_dir / "HEAD").is_file():
-            self.git_dir.parent.mkdir(parents=True, exist_ok=True)
-            self.run("init", "--quiet", "--bare", str(self.git_dir))
-        if url is not None:
-            self.run("config", f"remote.{REMOTE}.url", url)
-
-    def run(self, *args: str, stdin: bytes | None = None, env: dict | None = None, check: bool = True) -> str:
-        config = [
-            "-c", f"user.name={AUTHOR_NAME}", "-c", f"user.email={AUTHOR_EMAIL}", "-c", "commit.gpgsign=false",
-            "-c", "i18n.commitEncoding=UTF-8", "-c", "core.hooksPath=/dev/null", "-c", "lfs.locksverify=false",
-            "-c", "init.defaultBranch=main", "-c", "advice.detachedHead=false",
-        ]  # fmt: skip
-        try:
-            proc = subprocess.run(
-                ["git", *config, *args],
-                input=stdin if stdin is not None else b"",
-                capture_output=True,
-                env={**self.env, **(env or {})},
-                timeout=3600,
-            )
-        except FileNotFoundError:
-            raise PublishError("git is not installed (scripts/setup installs git and git-lfs)") from None
-        except subprocess.TimeoutExpired:
-            raise PublishError(f"{self.runtime}: git {args[0]} took more than an hour") from None
-        if check and proc.returncode != 0:
-            raise PublishError(f"{self.runtime}: git {' '.join(args[:2])} failed: {_last_line(proc.stderr)}")
-        return proc.stdout.decode("utf-8", "replace")
-
-    def remote_tip(self) -> str | None:
-        """The commit the target's branch points at (fetched into the private repository), or None."""
-        listing = self.run("ls-remote", REMOTE, f"refs/heads/{self.runtime}")
-        if not listing.strip():
-            return None
-        tip = listing.split()[0]
-        self.run("fetch", "--quiet", "--no-tags", REMOTE, f"+refs/heads/{self.runtime}:{self.published_ref}")
-        return tip
-
-    @property
-    def published_ref(self) -> str:
-        return PUBLISHED_REF + self.runtime
-
-    def files(self, commit: str) -> dict[str, tuple[str, str]]:
-        """path -> (mode, blob id) of every file of a commit."""
-        result = {}
-        for line in self.run("ls-tree", "-r", "--full-tree", "-z", commit).split("\0"):
-            if line:
-                info, _, path = line.partition("\t")
-                mode, _, blob = info.split()
-                result[path] = (mode, blob)
-        return result
-
-    def show(self, commit: str, path: str) -> str | None:
-        text = self.run("cat-file", "blob", f"{commit}:{path}", check=False)
-        return text or None
-
-    def message(self, commit: str) -> str:
-        return self.run("log", "-1", "--format=%B", commit)
-
-    def hash_blob(self, data: bytes) -> str:
-        return self.run("hash-object", "-w", "--no-filters", "--stdin", stdin=data).strip()
-
-    def hash_files(self, paths: list[Path]) -> list[str]:
-        if not paths:
-            return []
-        names = "".join(f"{p}\n" for p in paths).encode()
-        return self.run("hash-object", "-w", "--no-filters", "--stdin-paths", stdin=names).split()
-
-    def write_tree(self, entries: dict[str, str]) -> str:
-        index = Path(self.env["GIT_INDEX_FILE"])
-        index.unlink(missing_ok=True)
-        lines = "".join(f"100644 {blob}\t{path}\n" for path, blob in sorted(entries.items()))
-        self.run("update-index", "--add", "--index-info", stdin=lines.encode())
-        tree = self.run("write-tree").strip()
-        index.unlink(missing_ok=True)
-        return tree
-
-    def commit_tree(self, tree: str, message: str, when: int) -> str:
-        date = f"@{when} +0000"
-        people = {
-            "GIT_AUTHOR_NAME": AUTHOR_NAME, "GIT_AUTHOR_EMAIL": AUTHOR_EMAIL, "GIT_AUTHOR_DATE": date,
-            "GIT_COMMITTER_NAME": AUTHOR_NAME, "GIT_COMMITTER_EMAIL": AUTHOR_EMAIL, "GIT_COMMITTER_DATE": date,
-        }  # fmt: skip
-        return self.run("commit-tree", tree, "-F", "-", stdin=message.encode(), env=people).strip()
-
-    def lfs_object(self, oid: str) -> Path:
-        return self.git_dir / "lfs" / "objects" / oid[:2] / oid[2:4] / oid
-
-    def lfs_push(self, objects: dict[str, Path]) -> None:
-        """Upload LFS objects (oid -> file) to the target; the remote skips those it has."""
-        for oid, path in objects.items():
-            link_or_copy(path, self.lfs_object(oid))
-        oids = sorted(objects)
-        for start in range(0, len(oids), 100):
-            self.run("lfs", "push", "--object-id", REMOTE, *oids[start : start + 100])
-
-    def lfs_fetch(self, commit: str, paths: list[str]) -> None:
-        self.run("lfs", "fetch", REMOTE, commit, "--include", ",".join(paths))
-
-    def drop_lfs_store(self) -> None:
-        """The store held only links or downloads for one run: the layer cache is where tarballs live."""
-        shutil.rmtree(self.git_dir / "lfs" / "objects", ignore_errors=True)
-
-
-def _last_line(stderr: bytes) -> str:
-    lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
-    return lines[-1] if lines else "no message"
-
-
 # -- the branch's content --------------------------------------------------------------------------
 
 
@@ -211,26 +72,7 @@ class BranchFiles:
     lfs: dict[str, Path]
 
 
-def lfs_pointer(path: Path) -> tuple[str, bytes]:
-    """(oid, pointer text) of a file, as `git lfs pointer --file` writes it."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    oid = digest.hexdigest()
-    return oid, f"version {LFS_SPEC}\noid sha256:{oid}\nsize {size}\n".encode()
-
-
-def parse_pointer(text: str) -> tuple[str, int] | None:
-    fields = dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
-    if fields.get("version") != LFS_SPEC or not fields.get("oid", "").startswith("sha256:"):
-        return None
-    return fields["oid"].removeprefix("sha256:"), int(fields.get("size", "0"))
-
-
-def branch_files(repo: PrivateRepo, folder: Path) -> BranchFiles:
+def branch_files(repo: git.PrivateRepo, folder: Path) -> BranchFiles:
     """Every file of `<out>/<rt>` (interrupted writes aside) as blobs, tarballs as LFS pointers."""
     plain: list[tuple[str, Path]] = []
     blobs: dict[str, str] = {}
@@ -240,7 +82,7 @@ def branch_files(repo: PrivateRepo, folder: Path) -> BranchFiles:
             continue
         name = path.relative_to(folder).as_posix()
         if path.name.endswith(LFS_SUFFIXES):
-            oid, pointer = lfs_pointer(path)
+            oid, pointer = git.lfs_pointer(path)
             blobs[name] = repo.hash_blob(pointer)
             lfs[oid] = path
         else:
@@ -298,7 +140,7 @@ def render_attributes(templates: Path = render.TEMPLATES) -> str:
 # -- the previous snapshot -------------------------------------------------------------------------
 
 
-def branch_snapshot(repo: PrivateRepo, commit: str, runtime: Runtime, out: Path) -> changes.Snapshot:
+def branch_snapshot(repo: git.PrivateRepo, commit: str, runtime: Runtime, out: Path) -> changes.Snapshot:
     """The snapshot a published commit holds; tarballs from the layer cache, else fetched with git-lfs."""
     files = repo.files(commit)
     message = repo.message(commit)
@@ -315,7 +157,7 @@ def branch_snapshot(repo: PrivateRepo, commit: str, runtime: Runtime, out: Path)
         plan[arch] = []
         for name, ext in changes.dockerfile_layers(dockerfile):
             path = f"{arch}/{name}.{ext}"
-            pointer = parse_pointer(repo.show(commit, path) or "") if path in files else None
+            pointer = git.parse_pointer(repo.show(commit, path) or "") if path in files else None
             oid, size = pointer if pointer else (None, None)
             source = changes.find_cached(out, name)
             if source is None and oid is not None:
@@ -354,7 +196,7 @@ class Outcome:
 
 @dataclass
 class _Plan:
-    repo: PrivateRepo
+    repo: git.PrivateRepo
     tip: str | None
     files: BranchFiles
     unchanged: bool
@@ -362,7 +204,7 @@ class _Plan:
 
 def _plan(out: Path, runtime: Runtime, repo: str | None) -> _Plan:
     url = remote_url(repo) if repo else None
-    private = PrivateRepo(out, runtime.name, url)
+    private = git.PrivateRepo(out, runtime.name, url)
     tip = private.remote_tip() if url else None
     files = branch_files(private, layout.runtime_dir(out, runtime.name))
     if not files.blobs:
@@ -405,7 +247,7 @@ def publish(out: Path, runtime: Runtime, repo: str) -> Outcome:
         tree = plan.repo.write_tree(blobs)
         commit = plan.repo.commit_tree(tree, commit_message(runtime, states), commit_time(states))
         plan.repo.lfs_push(plan.files.lfs)
-        plan.repo.run("push", "--quiet", "--force", REMOTE, f"{commit}:refs/heads/{runtime.name}")
+        plan.repo.run("push", "--quiet", "--force", git.REMOTE, f"{commit}:refs/heads/{runtime.name}")
         plan.repo.run("update-ref", plan.repo.published_ref, commit)
         return Outcome(runtime.name, commit, True, text)
     finally:
@@ -417,11 +259,7 @@ def _create_local_target(url: str) -> None:
     path = _local_path(url)
     if path is None or path.exists():
         return
-    env = {k: v for k, v in os.environ.items() if k not in FOREIGN_GIT_VARIABLES}
-    command = ["git", "-c", "init.defaultBranch=main", "init", "--quiet", "--bare", str(path)]
-    proc = subprocess.run(command, capture_output=True, env=env)
-    if proc.returncode != 0:
-        raise PublishError(f"cannot create bare repository {path}: {_last_line(proc.stderr)}")
+    git.init_bare(path)
     print(f"created bare repository {path}")
 
 
