@@ -9,11 +9,13 @@ import threading
 from pathlib import Path
 
 import pytest
+from states import make_state
 
 from lambdaimages import layout
+from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
 from lambdaimages.publish import changes
-from lambdaimages.snapshot import resolve
+from lambdaimages.state import State
 from lambdaimages.testbed.samples import directory, file, layer_from_files, symlink, whiteout
 
 OS_RELEASE = b'NAME="Amazon Linux"\nVERSION_ID="2023"\nPRETTY_NAME="Amazon Linux 2023.6.20241010"\n'
@@ -236,25 +238,26 @@ def test_a_broken_tarball_is_a_clear_error_and_leaves_no_thread(tmp_path):
 
 
 def test_previous_state_is_kept_when_resolve_replaces_it(tmp_path):
-    # resolve.write_state keeps the replaced state; local_previous reads its layers from the layer cache.
+    # state.write keeps the replaced state; local_previous reads its layers from the layer cache.
     runtime = Runtime("python3.12", "https://r", "lambda/python", "3.12", ("x86_64",))
     cache = layout.cache_dir(tmp_path, "xz6")
     cache.mkdir(parents=True)
     old_layer = write_layer(cache, [file("/var/task/app.py", b"1")])
     new_layer = write_layer(cache, [file("/var/task/app.py", b"22")])
 
-    def state(layer: Path, digest: str) -> dict:
+    def state(layer: Path, digest: str) -> State:
         hex_digest = layer.name.split(".")[0]
-        return {
-            "runtime": "python3.12", "architecture": "x86_64", "reference": "r/lambda/python:3.12",
-            "manifest_digest": digest, "config": {"config": {}, "history": [{"created_by": f"made {digest}"}]},
-            "layers": [{"diff_id": f"sha256:{hex_digest}", "digest": "sha256:0", "size": 1, "media_type": "x"}],
-        }  # fmt: skip
+        return make_state(
+            [{"diff_id": f"sha256:{hex_digest}", "digest": "sha256:0", "size": 1, "media_type": "x"}],
+            reference="r/lambda/python:3.12",
+            manifest_digest=digest,
+            config={"config": {}, "history": [{"created_by": f"made {digest}"}]},
+        )
 
-    assert resolve.write_state(tmp_path, state(old_layer, "sha256:1"))
+    assert states_on_disk.write(tmp_path, state(old_layer, "sha256:1"))
     assert changes.local_previous(tmp_path, runtime) is None  # nothing replaced yet
-    assert resolve.write_state(tmp_path, state(new_layer, "sha256:2"))
-    assert not resolve.write_state(tmp_path, state(new_layer, "sha256:2"))
+    assert states_on_disk.write(tmp_path, state(new_layer, "sha256:2"))
+    assert not states_on_disk.write(tmp_path, state(new_layer, "sha256:2"))
     kept = json.loads(layout.previous_state_path(tmp_path, "python3.12", "x86_64").read_text())
     assert kept["manifest_digest"] == "sha256:1"
     previous = changes.local_previous(tmp_path, runtime)

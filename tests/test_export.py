@@ -9,24 +9,26 @@ import threading
 import time
 from pathlib import Path
 
+from states import make_state
+
 from lambdaimages import layout
 from lambdaimages.catalog import Runtime
 from lambdaimages.registry.client import RegistryClient
 from lambdaimages.snapshot import export
-from lambdaimages.snapshot.resolve import layer_hex
+from lambdaimages.state import State
 from lambdaimages.testbed import samples
 from lambdaimages.tools.files import locked
 
 GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
-def _state(layers: list[samples.Layer]) -> dict:
-    return {
-        "layers": [
+def _state(layers: list[samples.Layer]) -> State:
+    return make_state(
+        [
             {"digest": lay.digest, "media_type": GZIP_LAYER, "size": len(lay.blob), "diff_id": lay.diff_id}
             for lay in layers
         ]
-    }
+    )
 
 
 def _push(registry, repository: str, layers: list[samples.Layer]) -> tuple[Runtime, RegistryClient]:
@@ -41,7 +43,7 @@ def test_a_layer_another_task_writes_is_waited_for_last(registry, tmp_path):
     own = samples.layer_from_files([samples.file("own.txt", b"mine\n" * 1000)])
     runtime, client = _push(registry, "export/order", [shared, own])
     cache = layout.cache_dir(tmp_path, "xz6")
-    own_file = cache / f"{layer_hex({'diff_id': own.diff_id})}.tar.xz"
+    own_file = cache / f"{own.diff_id.removeprefix('sha256:')}.tar.xz"
     errors = []
 
     def fetch() -> None:
@@ -51,7 +53,7 @@ def test_a_layer_another_task_writes_is_waited_for_last(registry, tmp_path):
             errors.append(exc)
 
     # Another task holds the shared layer: this one must export its own layer meanwhile, then wait.
-    with locked(cache / f"{layer_hex({'diff_id': shared.diff_id})}.lock"):
+    with locked(cache / f"{shared.diff_id.removeprefix('sha256:')}.lock"):
         worker = threading.Thread(target=fetch)
         worker.start()
         deadline = time.monotonic() + 30
@@ -86,13 +88,15 @@ def test_sparse_layer_inflates_in_bounded_pieces(registry, tmp_path):
         "from pathlib import Path\n"
         "from lambdaimages.snapshot import export\n"
         "from lambdaimages.catalog import Runtime\n"
+        "from lambdaimages.state import State\n"
         "from lambdaimages.registry.client import RegistryClient\n"
         "rt = Runtime('t', sys.argv[1], 'export/sparse', 'latest', ('x86_64',), compression='gzip')\n"
-        "export.fetch(rt, {'x86_64': json.loads(sys.argv[2])}, Path(sys.argv[3]), RegistryClient(sys.argv[1]))\n"
+        "state = State.from_json(json.loads(sys.argv[2]))\n"
+        "export.fetch(rt, {'x86_64': state}, Path(sys.argv[3]), RegistryClient(sys.argv[1]))\n"
         "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')][0])\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, registry.url, json.dumps(state), str(tmp_path / "out")],
+        [sys.executable, "-c", script, registry.url, json.dumps(state.to_json()), str(tmp_path / "out")],
         capture_output=True,
         text=True,
         cwd=Path(__file__).parent.parent,
@@ -100,4 +104,4 @@ def test_sparse_layer_inflates_in_bounded_pieces(registry, tmp_path):
     )
     peak_mb = int(done.stdout.split()[-1]) / 1024
     assert peak_mb < 100, f"exporting a 256 MiB sparse layer peaked at {peak_mb:.0f} MB"
-    assert (tmp_path / "out" / ".cache" / "gzip" / f"{state['layers'][0]['diff_id'][7:]}.tar.gz").exists()
+    assert (tmp_path / "out" / ".cache" / "gzip" / f"{state.layers[0].hex}.tar.gz").exists()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from doit_cli import run_doit
+from states import make_state
 
 from lambdaimages.catalog import Catalog
 from lambdaimages.publish import branches as publish
@@ -262,10 +263,10 @@ def test_lfs_pointer_is_what_git_lfs_writes(tmp_path):
 
 def test_commit_time_from_upstream_created():
     states = {
-        "x86_64": {"config": {"created": "2024-10-14T16:21:33.123456789Z"}},
-        "arm64": {"config": {"created": "2024-10-14T18:00:00+02:00"}},
+        "x86_64": make_state(config={"created": "2024-10-14T16:21:33.123456789Z"}),
+        "arm64": make_state(architecture="arm64", config={"created": "2024-10-14T18:00:00+02:00"}),
     }
     assert publish.commit_time(states) == int(
         datetime.datetime(2024, 10, 14, 16, 21, 33, tzinfo=datetime.UTC).timestamp()
     )
-    assert publish.commit_time({"x86_64": {"config": {}}}) == 0
+    assert publish.commit_time({"x86_64": make_state(config={})}) == 0

@@ -1,9 +1,11 @@
 """Rendering: golden Dockerfiles, escaping, and configs no Dockerfile can express."""
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
+from states import make_state
 
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import RenderError
@@ -11,11 +13,11 @@ from lambdaimages.snapshot import render
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 RUNTIME = Runtime("python3.12", "https://public.ecr.aws", "lambda/python", "3.12", ("x86_64", "arm64"))
-STATE = {
-    "runtime": "python3.12",
-    "architecture": "x86_64",
-    "reference": "public.ecr.aws/lambda/python:3.12",
-    "config": {
+STATE = make_state(
+    runtime="python3.12",
+    architecture="x86_64",
+    reference="public.ecr.aws/lambda/python:3.12",
+    config={
         "architecture": "amd64",
         "os": "linux",
         "config": {
@@ -35,11 +37,11 @@ STATE = {
         },
         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "b" * 64, "sha256:" + "a" * 64]},
     },
-    "layers": [
+    layers=[
         {"digest": "sha256:" + "1" * 64, "diff_id": "sha256:" + "b" * 64, "size": 1, "media_type": "x"},
         {"digest": "sha256:" + "2" * 64, "diff_id": "sha256:" + "a" * 64, "size": 1, "media_type": "x"},
     ],
-}
+)
 
 
 def test_golden_arch_dockerfile():
@@ -48,7 +50,7 @@ def test_golden_arch_dockerfile():
 
 
 def test_golden_top_level_dockerfile_uses_arch_folder(tmp_path):
-    arm = copy.deepcopy(STATE) | {"architecture": "arm64"}
+    arm = dataclasses.replace(STATE, architecture="arm64")
     written = render.render(RUNTIME, {"x86_64": STATE, "arm64": arm}, tmp_path)
     top = (tmp_path / "python3.12" / "Dockerfile.python3.12").read_text()
     assert top == (GOLDEN / "Dockerfile.python3.12").read_text().replace("ADD " + "b", "ADD x86_64/" + "b").replace(
@@ -92,8 +94,8 @@ def test_dquote(value, quoted):
     ],
 )
 def test_inexpressible_values_name_runtime_and_key(key, value, message):
-    state = copy.deepcopy(STATE)
-    state["config"]["config"][key] = value
+    state = dataclasses.replace(STATE, config=copy.deepcopy(STATE.config))
+    state.config["config"][key] = value
     with pytest.raises(RenderError) as info:
         render.render_dockerfile(RUNTIME, state)
     assert str(info.value).startswith(f"python3.12 x86_64: {message}")

@@ -21,6 +21,7 @@ from pathlib import Path
 import docker.errors
 import pytest
 from doit_cli import ROOT, run_doit
+from states import make_state
 
 from lambdaimages import catalog as catalog_module
 from lambdaimages.catalog import Smoke
@@ -125,7 +126,7 @@ def test_tarballs_missing_unreadable_lfs_pointers_and_strays_are_each_named(tmp_
     runtime = catalog_module.parse("runtimes:\n  r.t:\n    image: a:1\n", tmp_path / "c.yaml").runtimes[0]
     layers = [samples.layer_from_files([samples.file(f"/f{i}", b"%d" % i)]) for i in range(5)]
     names = [f"{layer.diff_id.removeprefix('sha256:')}.tar.xz" for layer in layers]
-    state = {"layers": [{"diff_id": layer.diff_id} for layer in layers]}
+    state = make_state([{"digest": "sha256:0", "media_type": "x", "size": 1, "diff_id": lay.diff_id} for lay in layers])
     for arch in runtime.architectures:
         folder = tmp_path / "r.t" / arch
         folder.mkdir(parents=True)

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lambdaimages import layout
+from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Catalog, Runtime
 from lambdaimages.errors import OutputError, PublishError
 from lambdaimages.publish import changes, git
-from lambdaimages.snapshot import render, resolve
+from lambdaimages.snapshot import render
+from lambdaimages.state import State
 from lambdaimages.tools.files import TMP_PREFIX
 
 README = "README.md"
@@ -91,19 +93,19 @@ def branch_files(repo: git.PrivateRepo, folder: Path) -> BranchFiles:
     return BranchFiles(blobs, lfs)
 
 
-def commit_message(runtime: Runtime, states: dict[str, dict]) -> str:
+def commit_message(runtime: Runtime, states: dict[str, State]) -> str:
     """Names the upstream reference and each architecture's manifest digest (read back by `branch_snapshot`)."""
     first = next(iter(states.values()))
-    lines = [f"Update source for {runtime.name} image", "", f"Upstream: {first['reference']}"]
-    indexes = sorted({s["index_digest"] for s in states.values() if s.get("index_digest")})
+    lines = [f"Update source for {runtime.name} image", "", f"Upstream: {first.reference}"]
+    indexes = sorted({s.index_digest for s in states.values() if s.index_digest})
     lines += [f"Index: {digest}" for digest in indexes]
-    lines += [f"{arch}: {state['manifest_digest']}" for arch, state in states.items()]
+    lines += [f"{arch}: {state.manifest_digest}" for arch, state in states.items()]
     return "\n".join(lines) + "\n"
 
 
-def commit_time(states: dict[str, dict]) -> int:
+def commit_time(states: dict[str, State]) -> int:
     """The newest upstream config `created` (seconds since the epoch); 0 when upstream gives none."""
-    times = [_epoch(s["config"].get("created")) for s in states.values()]
+    times = [_epoch(s.config.get("created")) for s in states.values()]
     return max((t for t in times if t is not None), default=0)
 
 
@@ -118,13 +120,13 @@ def _epoch(created: object) -> int | None:
     return int(datetime.datetime.fromisoformat(match[1] + zone).timestamp())
 
 
-def render_readme(runtime: Runtime, states: dict[str, dict], templates: Path = render.TEMPLATES) -> str:
+def render_readme(runtime: Runtime, states: dict[str, State], templates: Path = render.TEMPLATES) -> str:
     top = layout.default_arch(runtime.architectures)
-    archs = [{"arch": arch, "manifest": s["manifest_digest"], "layers": len(s["layers"])} for arch, s in states.items()]
+    archs = [{"arch": arch, "manifest": s.manifest_digest, "layers": len(s.layers)} for arch, s in states.items()]
     env = render.environment(templates)
     return env.get_template(README_TEMPLATE).render(
         runtime=runtime.name,
-        reference=next(iter(states.values()))["reference"],
+        reference=next(iter(states.values())).reference,
         archs=archs,
         top=top,
         others=[a for a in runtime.architectures if a != top],
@@ -239,7 +241,7 @@ def publish(out: Path, runtime: Runtime, repo: str) -> Outcome:
         if plan.unchanged:
             return Outcome(runtime.name, plan.tip, False, plan.repo.show(plan.tip, CHANGES) or "")
         text = changelog(out, runtime, plan)
-        states = {arch: resolve.read_state(out, runtime.name, arch) for arch in runtime.architectures}
+        states = {arch: states_on_disk.read(out, runtime.name, arch) for arch in runtime.architectures}
         blobs = dict(plan.files.blobs)
         blobs[README] = plan.repo.hash_blob(render_readme(runtime, states).encode())
         blobs[CHANGES] = plan.repo.hash_blob(text.encode())

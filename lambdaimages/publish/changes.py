@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from lambdaimages import layout
+from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import OutputError, RenderError
 from lambdaimages.snapshot import render
-from lambdaimages.snapshot.resolve import layer_hex
+from lambdaimages.state import State
 from lambdaimages.tools.tree import CHUNK, DirSummary, Entry, TreeDiff, diff_trees, merge_layers, summarize_by_top_dir
 
 CHANGES_TEMPLATE = "CHANGES.md.j2"
@@ -91,19 +92,19 @@ def current_snapshot(out: Path, runtime: Runtime) -> Snapshot:
     for arch in runtime.architectures:
         path = layout.state_path(out, runtime.name, arch)
         try:
-            state = _read_json(path)
+            state = states_on_disk.read(out, runtime.name, arch)
         except FileNotFoundError:
             raise OutputError(f"{runtime.name}: {arch} not snapshotted ({path} is missing)") from None
-        reference = state["reference"]
+        reference = state.reference
         folder = layout.arch_dir(out, runtime.name, arch)
         layers = []
-        for layer, created_by in zip(state["layers"], _layer_history(state), strict=True):
-            tarball = folder / f"{layer_hex(layer)}.{runtime.extension}"
+        for layer, created_by in zip(state.layers, _layer_history(state), strict=True):
+            tarball = folder / f"{layer.hex}.{runtime.extension}"
             if not tarball.is_file():
                 raise OutputError(f"{runtime.name}: {tarball} is missing: run doit snapshot:{runtime.name}")
-            layers.append(Layer(layer_hex(layer), tarball.stat().st_size, tarball, created_by))
+            layers.append(Layer(layer.hex, tarball.stat().st_size, tarball, created_by))
         dockerfile = _read_text(layout.dockerfile(out, runtime.name, arch))
-        archs[arch] = ArchSnapshot(arch, state["manifest_digest"], tuple(layers), dockerfile)
+        archs[arch] = ArchSnapshot(arch, state.manifest_digest, tuple(layers), dockerfile)
     return Snapshot(runtime.name, reference, "this snapshot", archs)
 
 
@@ -117,24 +118,21 @@ def local_previous(out: Path, runtime: Runtime) -> Snapshot | None:
     reference = None
     kept = False
     for arch in runtime.architectures:
-        try:
-            state = _read_json(layout.previous_state_path(out, runtime.name, arch))
-            kept = True
-        except (FileNotFoundError, ValueError):
-            try:
-                state = _read_json(layout.state_path(out, runtime.name, arch))
-            except (FileNotFoundError, ValueError):
-                continue
-        reference = reference or state.get("reference")
+        previous = states_on_disk.read_previous(out, runtime.name, arch)
+        kept |= previous is not None
+        state = previous or states_on_disk.read_or_none(out, runtime.name, arch)
+        if state is None:
+            continue
+        reference = reference or state.reference
         layers = tuple(
-            Layer(layer_hex(layer), *_cached_tarball(out, layer_hex(layer)), created_by)
-            for layer, created_by in zip(state["layers"], _layer_history(state), strict=True)
+            Layer(layer.hex, *_cached_tarball(out, layer.hex), created_by)
+            for layer, created_by in zip(state.layers, _layer_history(state), strict=True)
         )
         try:
             dockerfile = render.render_dockerfile(runtime, state)
         except RenderError:
             dockerfile = None
-        archs[arch] = ArchSnapshot(arch, state.get("manifest_digest"), layers, dockerfile)
+        archs[arch] = ArchSnapshot(arch, state.manifest_digest, layers, dockerfile)
     if not kept:
         return None
     return Snapshot(runtime.name, reference, "the previous local snapshot", archs)
@@ -153,11 +151,11 @@ def find_cached(out: Path, hex_digest: str) -> Path | None:
     return _cached_tarball(out, hex_digest)[1]
 
 
-def _layer_history(state: dict) -> list[str | None]:
+def _layer_history(state: State) -> list[str | None]:
     # History entries that made a layer, in order; an image whose history does not add up gets no history.
-    history = [h for h in (state.get("config") or {}).get("history") or [] if not h.get("empty_layer")]
-    if len(history) != len(state["layers"]):
-        return [None] * len(state["layers"])
+    history = [h for h in state.config.get("history") or [] if not h.get("empty_layer")]
+    if len(history) != len(state.layers):
+        return [None] * len(state.layers)
     return [_short(h.get("created_by")) for h in history]
 
 

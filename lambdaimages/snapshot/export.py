@@ -26,7 +26,8 @@ from lambdaimages import layout
 from lambdaimages.catalog import ARCHITECTURES, Runtime
 from lambdaimages.errors import DigestMismatch, OutputError, ProjectError, RegistryError, label
 from lambdaimages.registry.client import RegistryClient
-from lambdaimages.snapshot.resolve import GZIP_TYPES, layer_hex
+from lambdaimages.snapshot.resolve import GZIP_TYPES
+from lambdaimages.state import Layer, State
 from lambdaimages.tools import xzblocks
 from lambdaimages.tools.files import AtomicWrite, atomic_file, link_or_copy, locked
 
@@ -40,14 +41,13 @@ def codec_name(runtime: Runtime) -> str:
     return f"xz{runtime.level}" if runtime.compression == "xz" else "gzip"
 
 
-def layer_context(runtime: Runtime, arch: str, state: dict, number: int) -> dict[str, str]:
+def layer_context(runtime: Runtime, arch: str, state: State, number: int) -> dict[str, str]:
     """How errors and progress name a layer: runtime, architecture, upstream reference, position and diff_id."""
-    layer = state["layers"][number - 1]
-    where = f"layer {number}/{len(state['layers'])} {layer_hex(layer)[:12]}"
+    where = f"layer {number}/{len(state.layers)} {state.layers[number - 1].hex[:12]}"
     return {"runtime": runtime.name, "arch": arch, "reference": runtime.image, "where": where}
 
 
-def fetch(runtime: Runtime, states: dict[str, dict], out: Path, client: RegistryClient) -> None:
+def fetch(runtime: Runtime, states: dict[str, State], out: Path, client: RegistryClient) -> None:
     """Put every layer of every architecture into the cache only; the snapshot in `<out>/<rt>` is not touched.
 
     The compressor pool should never wait for this task: each layer is downloaded and spooled while
@@ -58,7 +58,7 @@ def fetch(runtime: Runtime, states: dict[str, dict], out: Path, client: Registry
     busy: list[_CacheEntry] = []
     try:
         for arch, state in states.items():
-            for number, layer in enumerate(state["layers"], 1):
+            for number, layer in enumerate(state.layers, 1):
                 entry = _CacheEntry(runtime, layer, out, layer_context(runtime, arch, state, number))
                 status = entry.start(client, wait=False)
                 if status == STARTED:
@@ -75,15 +75,15 @@ def fetch(runtime: Runtime, states: dict[str, dict], out: Path, client: Registry
         cached_layer(runtime, entry.layer, out, client, entry.context)
 
 
-def export(runtime: Runtime, arch: str, state: dict, out: Path, client: RegistryClient) -> list[Path]:
+def export(runtime: Runtime, arch: str, state: State, out: Path, client: RegistryClient) -> list[Path]:
     """Put every layer of `state` into `<out>/<rt>/<arch>/`, drop tarballs upstream no longer has."""
     folder = layout.arch_dir(out, runtime.name, arch)
     wanted = []
-    layers = state["layers"]
+    layers = state.layers
     for number, layer in enumerate(layers, 1):
         context = layer_context(runtime, arch, state, number)
         cached = cached_layer(runtime, layer, out, client, context)
-        dest = folder / f"{layer_hex(layer)}.{runtime.extension}"
+        dest = folder / f"{layer.hex}.{runtime.extension}"
         try:
             link_or_copy(cached, dest)
         except OutputError as exc:
@@ -114,7 +114,7 @@ def fingerprint(paths: list[Path]) -> list:
     return result
 
 
-def cached_layer(runtime: Runtime, layer: dict, out: Path, client: RegistryClient, context: dict[str, str]) -> Path:
+def cached_layer(runtime: Runtime, layer: Layer, out: Path, client: RegistryClient, context: dict[str, str]) -> Path:
     """The cache entry of a layer, made once however many runtimes and architectures share it."""
     entry = _CacheEntry(runtime, layer, out, context)
     if entry.start(client, wait=True) == STARTED:
@@ -137,10 +137,10 @@ class _CacheEntry:
     releases the lock; `abort` drops what `start` made. Between the two the task may start more.
     """
 
-    def __init__(self, runtime: Runtime, layer: dict, out: Path, context: dict[str, str]) -> None:
+    def __init__(self, runtime: Runtime, layer: Layer, out: Path, context: dict[str, str]) -> None:
         self.runtime, self.layer, self.context = runtime, layer, context
         self.folder = layout.cache_dir(out, codec_name(runtime))
-        self.path = self.folder / f"{layer_hex(layer)}.{runtime.extension}"
+        self.path = self.folder / f"{layer.hex}.{runtime.extension}"
         self.record = self.path.with_name(self.path.name + ".json")
         self.lock = contextlib.ExitStack()
         self.dest: AtomicWrite | None = None
@@ -148,7 +148,7 @@ class _CacheEntry:
 
     def start(self, client: RegistryClient, *, wait: bool) -> str:
         """STARTED (call `finish` or `abort` next), CACHED (nothing to do) or BUSY (locked elsewhere)."""
-        if not self.lock.enter_context(locked(self.folder / f"{layer_hex(self.layer)}.lock", wait=wait)):
+        if not self.lock.enter_context(locked(self.folder / f"{self.layer.hex}.lock", wait=wait)):
             self.lock.close()
             return BUSY
         if _intact(self.path, self.record):
@@ -210,10 +210,10 @@ class _Download:
     the pool); `finish` waits for them and completes `dest`; `abort` drops the spooled blocks.
     """
 
-    def __init__(self, runtime: Runtime, layer: dict, context: dict[str, str], dest: BinaryIO, spool: Path) -> None:
+    def __init__(self, runtime: Runtime, layer: Layer, context: dict[str, str], dest: BinaryIO, spool: Path) -> None:
         self.runtime, self.layer, self.context, self.dest = runtime, layer, context, dest
-        self.gzipped = layer["media_type"] in GZIP_TYPES
-        self.progress = _Progress(label(**context), layer["size"])
+        self.gzipped = layer.media_type in GZIP_TYPES
+        self.progress = _Progress(label(**context), layer.size)
         self.began = time.monotonic()
         self.raw = 0
         self.xz = xzblocks.XzWriter(dest, runtime.level, spool) if runtime.compression == "xz" else None
@@ -236,7 +236,7 @@ class _Download:
             elif self.gz is not None:
                 self.dest.write(self.gz.compress(data))
 
-        blob = _labelled(client.iter_blob(self.runtime.repository, layer["digest"], layer["size"]), context)
+        blob = _labelled(client.iter_blob(self.runtime.repository, layer.digest, layer.size), context)
         try:
             for chunk in blob:
                 self.progress.update(len(chunk))
@@ -261,14 +261,14 @@ class _Download:
                     if not pending and len(data) < UNPACK_LIMIT:
                         break
             if unpack is not None and not unpack.eof:
-                raise DigestMismatch(f"gzip stream of {layer['digest']} ends early", **context)
+                raise DigestMismatch(f"gzip stream of {layer.digest} ends early", **context)
         except zlib.error as exc:
             for _ in blob:
                 pass  # a download corrupted on the way fails the digest check: say that, not "not gzip"
-            raise RegistryError(f"blob {layer['digest']} is not valid gzip: {exc}", **context) from None
+            raise RegistryError(f"blob {layer.digest} is not valid gzip: {exc}", **context) from None
         diff_id = "sha256:" + diff_hasher.hexdigest()
-        if diff_id != layer["diff_id"]:
-            detail = f"uncompressed layer hashes to {diff_id}, the config says {layer['diff_id']}"
+        if diff_id != layer.diff_id:
+            detail = f"uncompressed layer hashes to {diff_id}, the config says {layer.diff_id}"
             raise DigestMismatch(detail, **context)
 
     def finish(self) -> dict:

@@ -11,7 +11,8 @@ import jinja2
 from lambdaimages import layout
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import RenderError
-from lambdaimages.snapshot.resolve import PLATFORMS, layer_hex
+from lambdaimages.snapshot.resolve import PLATFORMS
+from lambdaimages.state import State
 from lambdaimages.tools.files import write_if_changed
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -50,10 +51,10 @@ def environment(templates: Path = TEMPLATES) -> jinja2.Environment:
     return env
 
 
-def dockerfile_context(runtime: Runtime, state: dict, prefix: str = "") -> dict:
+def dockerfile_context(runtime: Runtime, state: State, prefix: str = "") -> dict:
     """Template variables for one architecture; RenderError for what no Dockerfile can express."""
-    config = state["config"].get("config") or {}
-    where = {"runtime": runtime.name, "arch": state["architecture"]}
+    config = state.config.get("config") or {}
+    where = {"runtime": runtime.name, "arch": state.architecture}
 
     def fail(key: str, why: str) -> RenderError:
         return RenderError(f"config {key} cannot be expressed in a Dockerfile: {why}", **where)
@@ -87,9 +88,9 @@ def dockerfile_context(runtime: Runtime, state: dict, prefix: str = "") -> dict:
         raise fail("StopSignal", repr(stop_signal))
     ext = runtime.extension
     return {
-        "reference": state["reference"],
-        "platform": f"linux/{PLATFORMS[state['architecture']]}",
-        "tarballs": [f"{prefix}{layer_hex(layer)}.{ext}" for layer in state["layers"]],
+        "reference": state.reference,
+        "platform": f"linux/{PLATFORMS[state.architecture]}",
+        "tarballs": [f"{prefix}{layer.hex}.{ext}" for layer in state.layers],
         "env": env,
         "labels": labels,
         "user": user,
@@ -115,12 +116,12 @@ def _all_strings(config: dict):
                     yield key, v
 
 
-def render_dockerfile(runtime: Runtime, state: dict, prefix: str = "", templates: Path = TEMPLATES) -> str:
+def render_dockerfile(runtime: Runtime, state: State, prefix: str = "", templates: Path = TEMPLATES) -> str:
     context = dockerfile_context(runtime, state, prefix)
     return environment(templates).get_template(DOCKERFILE_TEMPLATE).render(context)
 
 
-def render(runtime: Runtime, states: dict[str, dict], out: Path, templates: Path = TEMPLATES) -> list[Path]:
+def render(runtime: Runtime, states: dict[str, State], out: Path, templates: Path = TEMPLATES) -> list[Path]:
     """Write every Dockerfile of a runtime (and the top-level .dockerignore); return the paths written."""
     written = []
     outputs = dockerfile_outputs(runtime, out)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 
-from lambdaimages import layout
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import RegistryError
 from lambdaimages.registry import credentials
 from lambdaimages.registry.client import INDEX_TYPES, MANIFEST_TYPES, RegistryClient, client_settings
-from lambdaimages.tools.files import write_if_changed
+from lambdaimages.state import Layer, State
 
 PLATFORMS = {"x86_64": "amd64", "arm64": "arm64"}
 GZIP_TYPES = (
@@ -43,17 +41,17 @@ def client_for(registry: str) -> RegistryClient:
         return _clients[registry]
 
 
-def resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: dict | None = None) -> dict:
+def resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: State | None = None) -> State:
     """The upstream state of `runtime` on `arch`: digests, the whole config, layers with diff_ids.
 
     With the previous state of the same reference, an unchanged digest is not fetched below:
     a digest commits to everything under it, so a poll with nothing new downloads no blob.
     """
     context = {"runtime": runtime.name, "arch": arch, "reference": runtime.image}
-    if previous and previous.get("reference") != runtime.image:
+    if previous is not None and previous.reference != runtime.image:
         previous = None
     try:
-        return _resolve(runtime, arch, client, previous or {})
+        return _resolve(runtime, arch, client, previous)
     except RegistryError as exc:
         raise exc.within(**context) from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -62,13 +60,13 @@ def resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: dict 
         raise RegistryError(f"malformed manifest or image config: {detail}", **context) from None
 
 
-def _resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: dict) -> dict:
+def _resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: State | None) -> State:
     platform = PLATFORMS[arch]
     top = client.get_manifest(runtime.repository, runtime.reference)
     index_digest = None
     if top.media_type in INDEX_TYPES:
         index_digest = top.digest
-        if previous.get("index_digest") == index_digest:
+        if previous is not None and previous.index_digest == index_digest:
             return previous
         entries = top.json().get("manifests") or []
         matches = [
@@ -91,8 +89,8 @@ def _resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: dict
         raise RegistryError(f"unsupported manifest type {top.media_type!r}")
     body = manifest.json()
     config_digest = body["config"]["digest"]
-    if previous.get("config_digest") == config_digest:
-        config = previous["config"]
+    if previous is not None and previous.config_digest == config_digest:
+        config = previous.config
     else:
         config = json.loads(client.get_blob(runtime.repository, config_digest, body["config"].get("size")))
     if config.get("architecture") != platform or config.get("os", "linux") != "linux":
@@ -107,40 +105,17 @@ def _resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: dict
     for layer in layers:
         if layer.get("mediaType") not in LAYER_TYPES:
             raise RegistryError(f"layer {layer.get('digest')} has unsupported media type {layer.get('mediaType')!r}")
-    return {
-        "runtime": runtime.name,
-        "architecture": arch,
-        "reference": runtime.image,
-        "repository": runtime.repository,
-        "index_digest": index_digest,
-        "manifest_digest": manifest.digest,
-        "config_digest": config_digest,
-        "config": config,
-        "layers": [
-            {"digest": layer["digest"], "media_type": layer["mediaType"], "size": layer["size"], "diff_id": diff_id}
+    return State(
+        runtime=runtime.name,
+        architecture=arch,
+        reference=runtime.image,
+        repository=runtime.repository,
+        index_digest=index_digest,
+        manifest_digest=manifest.digest,
+        config_digest=config_digest,
+        config=config,
+        layers=tuple(
+            Layer(digest=layer["digest"], media_type=layer["mediaType"], size=layer["size"], diff_id=diff_id)
             for layer, diff_id in zip(layers, diff_ids, strict=True)
-        ],
-    }
-
-
-def write_state(out: Path, state: dict) -> bool:
-    """Store the state; the file is rewritten only when upstream moved, so dependants rerun only then."""
-    data = (json.dumps(state, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
-    path = layout.state_path(out, state["runtime"], state["architecture"])
-    try:
-        old = path.read_bytes()
-    except FileNotFoundError:
-        old = None
-    if old is not None and old != data:
-        # The snapshot being replaced stays as the previous one, for `doit changes` (its tarballs stay in the cache).
-        write_if_changed(layout.previous_state_path(out, state["runtime"], state["architecture"]), old)
-    return write_if_changed(path, data)
-
-
-def read_state(out: Path, runtime: str, arch: str) -> dict:
-    return json.loads(layout.state_path(out, runtime, arch).read_text())
-
-
-def layer_hex(layer: dict) -> str:
-    """A tarball's name: the layer's diff_id, so `xz -dc f | sha256sum` proves it."""
-    return layer["diff_id"].removeprefix("sha256:")
+        ),
+    )

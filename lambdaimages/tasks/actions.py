@@ -11,6 +11,7 @@ from pathlib import Path
 from doit.exceptions import TaskFailed
 
 from lambdaimages import engine, layout
+from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import ProjectError, PublishError, RenderError
 from lambdaimages.publish import branches
@@ -47,24 +48,17 @@ def resolve_runtime(out: Path, runtime: Runtime) -> dict:
     client = resolve.client_for(runtime.registry)
     states = []
     for arch in runtime.architectures:
-        state = resolve.resolve(runtime, arch, client, _previous_state(out, runtime.name, arch))
+        state = resolve.resolve(runtime, arch, client, states_on_disk.read_or_none(out, runtime.name, arch))
         try:
             render.dockerfile_context(runtime, state)  # a config no Dockerfile can express stops here
         except RenderError as exc:
             raise exc.within(reference=runtime.image) from None
         states.append(state)
     # Written only when every architecture resolved: a failure leaves the whole runtime as it was.
-    changed = [state["architecture"] for state in states if resolve.write_state(out, state)]
+    changed = [state.architecture for state in states if states_on_disk.write(out, state)]
     if changed:
         print(f"{runtime.name}: upstream {runtime.image} changed for {', '.join(changed)}")
     return {}
-
-
-def _previous_state(out: Path, runtime: str, arch: str) -> dict | None:
-    try:
-        return resolve.read_state(out, runtime, arch)
-    except (FileNotFoundError, ValueError):
-        return None
 
 
 def state_files(out: Path, runtime: Runtime) -> list[str]:
@@ -82,7 +76,7 @@ def export_settings(runtime: Runtime) -> dict:
 @one_line_errors
 def export_runtime(out: Path, runtime: Runtime) -> dict:
     client = resolve.client_for(runtime.registry)
-    states = {arch: resolve.read_state(out, runtime.name, arch) for arch in runtime.architectures}
+    states = {arch: states_on_disk.read(out, runtime.name, arch) for arch in runtime.architectures}
     # Every layer of every architecture into the cache first: a fault stops the export before the snapshot changes.
     export.fetch(runtime, states, out, client)
     tarballs = []
@@ -96,11 +90,11 @@ def tarballs_of(out: Path, runtime: Runtime) -> list[Path]:
     paths = []
     for arch in runtime.architectures:
         try:
-            state = resolve.read_state(out, runtime.name, arch)
+            state = states_on_disk.read(out, runtime.name, arch)
         except (FileNotFoundError, ValueError):
             return []
         folder = layout.arch_dir(out, runtime.name, arch)
-        paths += [folder / f"{resolve.layer_hex(layer)}.{runtime.extension}" for layer in state["layers"]]
+        paths += [folder / f"{layer.hex}.{runtime.extension}" for layer in state.layers]
     return paths
 
 
@@ -125,7 +119,7 @@ def render_settings(runtime: Runtime) -> dict:
 
 @one_line_errors
 def render_runtime(out: Path, runtime: Runtime) -> dict:
-    states = {arch: resolve.read_state(out, runtime.name, arch) for arch in runtime.architectures}
+    states = {arch: states_on_disk.read(out, runtime.name, arch) for arch in runtime.architectures}
     for path in render.render(runtime, states, out):
         print(f"{runtime.name}: wrote {path}")
     return {}

@@ -31,9 +31,11 @@ from pathlib import Path
 import requests
 
 from lambdaimages import engine, layout
+from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime, Smoke
 from lambdaimages.errors import EngineError
-from lambdaimages.snapshot import export, resolve
+from lambdaimages.snapshot import export
+from lambdaimages.state import State
 from lambdaimages.tools.tree import CHUNK, Entry, diff_trees, layers_of_docker_save, merge_layers
 from lambdaimages.verify.runtime_api import PREFIX, RuntimeAPIServer
 
@@ -151,7 +153,7 @@ def verify_runtime(out: Path, runtime: Runtime, image: str | None = None) -> Run
 def _verify_arch(out: Path, runtime: Runtime, arch: str, image: str | None) -> ArchResult:
     started = time.monotonic()
     try:
-        state = resolve.read_state(out, runtime.name, arch)
+        state = states_on_disk.read(out, runtime.name, arch)
     except (OSError, ValueError) as exc:
         missing = Check("tarballs", FAIL, f"no snapshot: {layout.state_path(out, runtime.name, arch)}: {exc}")
         rest = [Check(name, SKIPPED, "no snapshot") for name in CHECKS[1:]]
@@ -173,7 +175,7 @@ def _verify_arch(out: Path, runtime: Runtime, arch: str, image: str | None) -> A
     else:
         tree = check_tree(upstream_tree, found["Id"])
     tree = dataclasses.replace(tree, seconds=time.monotonic() - started)
-    problems, notes = compare_config(state["config"], found)
+    problems, notes = compare_config(state.config, found)
     if problems:
         config = Check("config", FAIL, problems[0] + _more(problems), tuple(problems[:DETAILS]))
     else:
@@ -190,7 +192,7 @@ def _more(problems: list[str]) -> str:
 
 
 def check_tarballs(
-    out: Path, runtime: Runtime, arch: str, state: dict, tree: bool = False
+    out: Path, runtime: Runtime, arch: str, state: State, tree: bool = False
 ) -> tuple[Check, dict[str, Entry] | None, str | None]:
     """Check 1 for one architecture: tarball contents against upstream's diff_ids, and the ADD lines.
 
@@ -201,7 +203,7 @@ def check_tarballs(
         upstream's layers could not be merged although every tarball is upstream's layer (else None).
     """
     folder = layout.arch_dir(out, runtime.name, arch)
-    expected = [f"{resolve.layer_hex(layer)}.{runtime.extension}" for layer in state["layers"]]
+    expected = [f"{layer.hex}.{runtime.extension}" for layer in state.layers]
     problems = _dockerfile_problems(out, runtime, arch, expected)
     wanted = set(expected)
     for stray in sorted(folder.glob("*.tar.*")):
