@@ -20,7 +20,7 @@ from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Catalog, Runtime
 from lambdaimages.errors import OutputError, PublishError
 from lambdaimages.publish import changes, git
-from lambdaimages.snapshot import render
+from lambdaimages.snapshot import export, render
 from lambdaimages.state import State
 from lambdaimages.tools.files import TMP_PREFIX
 
@@ -161,7 +161,7 @@ def branch_snapshot(repo: git.PrivateRepo, commit: str, runtime: Runtime, out: P
             path = f"{arch}/{name}.{ext}"
             pointer = git.parse_pointer(repo.show(commit, path) or "") if path in files else None
             oid, size = pointer if pointer else (None, None)
-            source = changes.find_cached(out, name)
+            source = export.find_cached(out, name)
             if source is None and oid is not None:
                 source = repo.lfs_object(oid)
                 if not source.is_file():

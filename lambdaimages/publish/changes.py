@@ -29,7 +29,7 @@ from lambdaimages import layout
 from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import OutputError, RenderError
-from lambdaimages.snapshot import render
+from lambdaimages.snapshot import export, render
 from lambdaimages.state import State
 from lambdaimages.tools.tree import CHUNK, DirSummary, Entry, TreeDiff, diff_trees, merge_layers, summarize_by_top_dir
 
@@ -139,16 +139,8 @@ def local_previous(out: Path, runtime: Runtime) -> Snapshot | None:
 
 
 def _cached_tarball(out: Path, hex_digest: str) -> tuple[int | None, Path | None]:
-    cache = Path(out) / layout.CACHE
-    for path in sorted(cache.glob(f"*/{hex_digest}.tar.*")):
-        if path.name.endswith((".tar.xz", ".tar.gz")):
-            return path.stat().st_size, path
-    return None, None
-
-
-def find_cached(out: Path, hex_digest: str) -> Path | None:
-    """A tarball of the layer `hex_digest` in the shared layer cache, whatever its codec."""
-    return _cached_tarball(out, hex_digest)[1]
+    path = export.find_cached(out, hex_digest)
+    return (path.stat().st_size, path) if path is not None else (None, None)
 
 
 def _layer_history(state: State) -> list[str | None]:

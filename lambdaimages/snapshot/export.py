@@ -325,3 +325,11 @@ class _Progress:
     def _say(line: str) -> None:
         with _print_lock:
             print(line, file=sys.stderr, flush=True)
+
+
+def find_cached(out: Path, hex_digest: str) -> Path | None:
+    """A tarball of the layer `hex_digest` in the shared layer cache, whatever its codec (first by codec name)."""
+    for path in sorted(Path(out, layout.CACHE).glob(f"*/{hex_digest}.tar.*")):
+        if path.name.endswith((".tar.xz", ".tar.gz")):
+            return path
+    return None
