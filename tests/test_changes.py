@@ -14,7 +14,7 @@ from states import make_state
 from lambdaimages import layout
 from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
-from lambdaimages.publish import changes
+from lambdaimages.publish import changes, contents, snapshots
 from lambdaimages.state import State
 from lambdaimages.testbed.samples import directory, file, layer_from_files, symlink, whiteout
 
@@ -40,12 +40,12 @@ def write_layer(folder: Path, entries, codec: str = "xz") -> Path:
 
 
 def arch_snapshot(paths: list[Path], arch: str = "x86_64", digest: str = "sha256:1", dockerfile: str = "") -> dict:
-    layers = tuple(changes.Layer(p.name.split(".")[0], p.stat().st_size, p) for p in paths)
-    return {arch: changes.ArchSnapshot(arch, digest, layers, dockerfile)}
+    layers = tuple(snapshots.Layer(p.name.split(".")[0], p.stat().st_size, p) for p in paths)
+    return {arch: snapshots.ArchSnapshot(arch, digest, layers, dockerfile)}
 
 
-def snapshot(label: str, archs: dict) -> changes.Snapshot:
-    return changes.Snapshot("python3.12", "public.ecr.aws/lambda/python:3.12", label, archs)
+def snapshot(label: str, archs: dict) -> snapshots.Snapshot:
+    return snapshots.Snapshot("python3.12", "public.ecr.aws/lambda/python:3.12", label, archs)
 
 
 def rpm_blob(name: str, version: str, release: str, arch: str = "x86_64", epoch: int | None = None) -> bytes:
@@ -91,8 +91,8 @@ def test_versions_from_well_known_places_across_codecs(tmp_path):
     )
     upper = write_layer(tmp_path, [file("/var/lang/include/python3.12/patchlevel.h", b'#define PY_VERSION "3.12.8"\n')])
     plain = write_layer(tmp_path, [file("/var/task/handler.py", b"x")], "plain")
-    found = changes.scan([base, upper, plain])
-    assert changes.versions(found) == {
+    found = contents.scan([base, upper, plain])
+    assert contents.versions(found) == {
         "dotnet": "8.0.10",
         "java": "21.0.5",
         "node": "20.18.0",
@@ -100,14 +100,14 @@ def test_versions_from_well_known_places_across_codecs(tmp_path):
         "python": "3.12.8",  # the upper layer's copy, as in the merged filesystem
         "ruby": "3.3.6",
     }
-    assert changes.packages(found) == {"libc6": "2.36-9"}
+    assert contents.packages(found) == {"libc6": "2.36-9"}
     assert "var/task/handler.py" in found.tree
 
 
 def test_a_deleted_version_file_is_no_longer_read(tmp_path):
     base = write_layer(tmp_path, [file("/etc/os-release", OS_RELEASE), file("/etc/system-release", b"Old 1\n")])
     top = write_layer(tmp_path, [whiteout("/etc/os-release")])
-    assert changes.versions(changes.scan([base, top])) == {"os": "Old 1"}
+    assert contents.versions(contents.scan([base, top])) == {"os": "Old 1"}
 
 
 def test_rpm_database_changes(tmp_path):
@@ -121,7 +121,7 @@ def test_rpm_database_changes(tmp_path):
         [rpm_blob("openssl-libs", "3.0.8", "2.amzn2023", epoch=1), rpm_blob("bash", "5.2.15", "1"),
          rpm_blob("tzdata", "2024a", "1", "noarch")],
     )  # fmt: skip
-    assert changes.rpm_packages(tmp_path / "old.sqlite") == {
+    assert contents.rpm_packages(tmp_path / "old.sqlite") == {
         "bash": "5.2.15-1", "gone": "1-1", "openssl-libs": "1:3.0.8-1.amzn2023",
     }  # fmt: skip
     old = write_layer(tmp_path, [file("/var/lib/rpm/rpmdb.sqlite", old_db)])
@@ -220,7 +220,7 @@ def test_unchanged_and_first_snapshots(tmp_path):
 
 def test_previous_layers_not_available_give_a_note(tmp_path):
     layer = write_layer(tmp_path, [file("/x", b"1")])
-    lost = {"x86_64": changes.ArchSnapshot("x86_64", "sha256:1", (changes.Layer("ab" * 32, 10, None),), "")}
+    lost = {"x86_64": snapshots.ArchSnapshot("x86_64", "sha256:1", (snapshots.Layer("ab" * 32, 10, None),), "")}
     log = changes.compare(snapshot("old", lost), snapshot("new", arch_snapshot([layer], digest="sha256:2")))
     (arch,) = log.archs
     assert arch.files is None and arch.note.startswith("the previous layers abababababab are not available here")
@@ -233,7 +233,7 @@ def test_a_broken_tarball_is_a_clear_error_and_leaves_no_thread(tmp_path):
     broken.write_bytes(lzma.compress(b"this is not a tar archive" * 100))
     before = threading.active_count()
     with pytest.raises(ValueError, match=r"broken\.tar\.xz: not a readable layer tar"):
-        changes.scan([good, broken])
+        contents.scan([good, broken])
     assert threading.active_count() == before
 
 
@@ -255,12 +255,12 @@ def test_previous_state_is_kept_when_resolve_replaces_it(tmp_path):
         )
 
     assert states_on_disk.write(tmp_path, state(old_layer, "sha256:1"))
-    assert changes.local_previous(tmp_path, runtime) is None  # nothing replaced yet
+    assert snapshots.local_previous(tmp_path, runtime) is None  # nothing replaced yet
     assert states_on_disk.write(tmp_path, state(new_layer, "sha256:2"))
     assert not states_on_disk.write(tmp_path, state(new_layer, "sha256:2"))
     kept = json.loads(layout.previous_state_path(tmp_path, "python3.12", "x86_64").read_text())
     assert kept["manifest_digest"] == "sha256:1"
-    previous = changes.local_previous(tmp_path, runtime)
+    previous = snapshots.local_previous(tmp_path, runtime)
     (layer,) = previous.archs["x86_64"].layers
     assert layer.source == old_layer and layer.created_by == "made sha256:1"
     assert "FROM scratch" in previous.archs["x86_64"].dockerfile  # rendered again from the kept state
@@ -272,7 +272,7 @@ def test_markdown_code_and_sizes():
     assert changes.human_size(999) == "999 B"
     assert changes.human_size(117_000_000) == "117.0 MB"
     assert changes.signed_size(-1500) == "-1.5 kB"
-    assert changes.dockerfile_layers("FROM scratch\nADD ab.tar.xz /\nADD x86_64/cd.tar.xz /\nADD ef.tar.gz /\n") == [
+    assert snapshots.dockerfile_layers("FROM scratch\nADD ab.tar.xz /\nADD x86_64/cd.tar.xz /\nADD ef.tar.gz /\n") == [
         ("ab", "tar.xz"),
         ("ef", "tar.gz"),
     ]

@@ -19,7 +19,7 @@ from lambdaimages import layout
 from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Catalog, Runtime
 from lambdaimages.errors import OutputError, PublishError
-from lambdaimages.publish import changes, git
+from lambdaimages.publish import changes, git, snapshots
 from lambdaimages.snapshot import export, render
 from lambdaimages.state import State
 from lambdaimages.tools.files import TMP_PREFIX
@@ -142,7 +142,7 @@ def render_attributes(templates: Path = render.TEMPLATES) -> str:
 # -- the previous snapshot -------------------------------------------------------------------------
 
 
-def branch_snapshot(repo: git.PrivateRepo, commit: str, runtime: Runtime, out: Path) -> changes.Snapshot:
+def branch_snapshot(repo: git.PrivateRepo, commit: str, runtime: Runtime, out: Path) -> snapshots.Snapshot:
     """The snapshot a published commit holds; tarballs from the layer cache, else fetched with git-lfs."""
     files = repo.files(commit)
     message = repo.message(commit)
@@ -157,7 +157,7 @@ def branch_snapshot(repo: git.PrivateRepo, commit: str, runtime: Runtime, out: P
             continue
         dockerfiles[arch] = dockerfile
         plan[arch] = []
-        for name, ext in changes.dockerfile_layers(dockerfile):
+        for name, ext in snapshots.dockerfile_layers(dockerfile):
             path = f"{arch}/{name}.{ext}"
             pointer = git.parse_pointer(repo.show(commit, path) or "") if path in files else None
             oid, size = pointer if pointer else (None, None)
@@ -176,11 +176,11 @@ def branch_snapshot(repo: git.PrivateRepo, commit: str, runtime: Runtime, out: P
     archs = {}
     for arch, layers in plan.items():
         found = tuple(
-            changes.Layer(name, size, source if source is not None and source.is_file() else None)
+            snapshots.Layer(name, size, source if source is not None and source.is_file() else None)
             for name, _, size, source in layers
         )
-        archs[arch] = changes.ArchSnapshot(arch, digests.get(arch), found, dockerfiles[arch])
-    return changes.Snapshot(runtime.name, reference, f"published commit {commit[:12]}", archs)
+        archs[arch] = snapshots.ArchSnapshot(arch, digests.get(arch), found, dockerfiles[arch])
+    return snapshots.Snapshot(runtime.name, reference, f"published commit {commit[:12]}", archs)
 
 
 # -- publish ---------------------------------------------------------------------------------------
@@ -223,8 +223,8 @@ def changelog(out: Path, runtime: Runtime, plan: _Plan) -> str:
     if plan.tip is not None:
         previous = branch_snapshot(plan.repo, plan.tip, runtime, out)
     else:
-        previous = changes.local_previous(out, runtime)
-    return changes.render_markdown(changes.compare(previous, changes.current_snapshot(out, runtime)))
+        previous = snapshots.local_previous(out, runtime)
+    return changes.render_markdown(changes.compare(previous, snapshots.current_snapshot(out, runtime)))
 
 
 def publish(out: Path, runtime: Runtime, repo: str) -> Outcome:

@@ -1,0 +1,148 @@
+"""A runtime's snapshot as plain data: per architecture, manifest digest, layer tarballs in order, Dockerfile text;
+the current one from `<out>`, the previous one kept locally.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lambdaimages import layout
+from lambdaimages import state as states_on_disk
+from lambdaimages.catalog import Runtime
+from lambdaimages.errors import OutputError, RenderError
+from lambdaimages.snapshot import export, render
+from lambdaimages.state import State
+
+TARBALL_RE = re.compile(r"^ADD (?P<name>[^\s/]+)\.(?P<ext>tar\.xz|tar\.gz) /$")
+
+
+# -- snapshots -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer tarball of a snapshot: its name (diff_id hex), size, and where its bytes can be read here."""
+
+    hex: str
+    size: int | None = None
+    source: Path | None = None
+    created_by: str | None = None
+
+
+@dataclass(frozen=True)
+class ArchSnapshot:
+    arch: str
+    manifest_digest: str | None
+    layers: tuple[Layer, ...]
+    dockerfile: str | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A runtime's snapshot; `label` names it in CHANGES.md ("published commit 1a2b3c4d5e6f")."""
+
+    runtime: str
+    reference: str | None
+    label: str
+    archs: dict[str, ArchSnapshot] = field(hash=False)
+
+
+def current_snapshot(out: Path, runtime: Runtime) -> Snapshot:
+    """The snapshot in `<out>/<rt>` and its state files.
+
+    Raises:
+        OutputError: the runtime has not been snapshotted (run `doit snapshot:<rt>`).
+    """
+    archs = {}
+    reference = None
+    for arch in runtime.architectures:
+        path = layout.state_path(out, runtime.name, arch)
+        try:
+            state = states_on_disk.read(out, runtime.name, arch)
+        except FileNotFoundError:
+            raise OutputError(f"{runtime.name}: {arch} not snapshotted ({path} is missing)") from None
+        reference = state.reference
+        folder = layout.arch_dir(out, runtime.name, arch)
+        layers = []
+        for layer, created_by in zip(state.layers, _layer_history(state), strict=True):
+            tarball = folder / f"{layer.hex}.{runtime.extension}"
+            if not tarball.is_file():
+                raise OutputError(f"{runtime.name}: {tarball} is missing: run doit snapshot:{runtime.name}")
+            layers.append(Layer(layer.hex, tarball.stat().st_size, tarball, created_by))
+        dockerfile = _read_text(layout.dockerfile(out, runtime.name, arch))
+        archs[arch] = ArchSnapshot(arch, state.manifest_digest, tuple(layers), dockerfile)
+    return Snapshot(runtime.name, reference, "this snapshot", archs)
+
+
+def local_previous(out: Path, runtime: Runtime) -> Snapshot | None:
+    """The last snapshot kept locally: per architecture, the state before upstream last moved, or None.
+
+    An architecture that never moved is its current state. Tarballs come from the shared layer cache (any codec),
+    which keeps the layers that export removed from `<out>/<rt>`; Dockerfiles are rendered again from the state.
+    """
+    archs = {}
+    reference = None
+    kept = False
+    for arch in runtime.architectures:
+        previous = states_on_disk.read_previous(out, runtime.name, arch)
+        kept |= previous is not None
+        state = previous or states_on_disk.read_or_none(out, runtime.name, arch)
+        if state is None:
+            continue
+        reference = reference or state.reference
+        layers = tuple(
+            Layer(layer.hex, *_cached_tarball(out, layer.hex), created_by)
+            for layer, created_by in zip(state.layers, _layer_history(state), strict=True)
+        )
+        try:
+            dockerfile = render.render_dockerfile(runtime, state)
+        except RenderError:
+            dockerfile = None
+        archs[arch] = ArchSnapshot(arch, state.manifest_digest, layers, dockerfile)
+    if not kept:
+        return None
+    return Snapshot(runtime.name, reference, "the previous local snapshot", archs)
+
+
+def _cached_tarball(out: Path, hex_digest: str) -> tuple[int | None, Path | None]:
+    path = export.find_cached(out, hex_digest)
+    return (path.stat().st_size, path) if path is not None else (None, None)
+
+
+def _layer_history(state: State) -> list[str | None]:
+    # History entries that made a layer, in order; an image whose history does not add up gets no history.
+    history = [h for h in state.config.get("history") or [] if not h.get("empty_layer")]
+    if len(history) != len(state.layers):
+        return [None] * len(state.layers)
+    return [_short(h.get("created_by")) for h in history]
+
+
+def _short(text: str | None, limit: int = 120) -> str | None:
+    if not text:
+        return None
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def dockerfile_layers(text: str) -> list[tuple[str, str]]:
+    """(name, extension) of each tarball an `<arch>/Dockerfile.<rt>` ADDs, in order."""
+    found = []
+    for line in text.splitlines():
+        match = TARBALL_RE.match(line.strip())
+        if match:
+            found.append((match["name"], match["ext"]))
+    return found
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return Path(path).read_text()
+    except FileNotFoundError:
+        return None
