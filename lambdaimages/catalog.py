@@ -9,17 +9,22 @@ from pathlib import Path
 
 import yaml
 
+from lambdaimages import platforms
 from lambdaimages.errors import CatalogError
 from lambdaimages.registry.client import registry_url
 
-ARCHITECTURES = ("x86_64", "arm64")
 COMPRESSIONS = ("xz", "gzip")
 TOP_KEYS = {"defaults", "runtimes", "publish"}
 SETTING_KEYS = {"registry", "architectures", "compression", "level"}
 RUNTIME_KEYS = SETTING_KEYS | {"image", "smoke"}
 SMOKE_KEYS = {"handler", "files", "event", "expect", "timeout"}
 PUBLISH_KEYS = {"repo"}
-DEFAULTS = {"registry": "https://public.ecr.aws", "architectures": list(ARCHITECTURES), "compression": "xz", "level": 6}
+DEFAULTS = {
+    "registry": "https://public.ecr.aws",
+    "architectures": list(platforms.NAMES),
+    "compression": "xz",
+    "level": 6,
+}
 
 # A runtime name is a folder, an image repository (`<name>:local`) and a git branch: only the
 # characters all three accept, as Docker's repository grammar spells them, and never `*.lock`.
@@ -174,8 +179,8 @@ class _Context:
             if not isinstance(value, list) or not value:
                 raise self.fail(node, where, f"architectures must be a non-empty list, got {value!r}")
             for arch in value:
-                if arch not in ARCHITECTURES:
-                    raise self.fail(node, where, f"unknown architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
+                if arch not in platforms.NAMES:
+                    raise self.fail(node, where, f"unknown architecture {arch!r} (known: {', '.join(platforms.NAMES)})")
             if len(set(value)) != len(value):
                 raise self.fail(node, where, f"duplicate architecture in {value}")
             return tuple(value)

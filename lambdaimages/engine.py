@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,9 +12,9 @@ import docker
 import docker.errors
 import requests
 
+from lambdaimages import platforms
 from lambdaimages.errors import EngineError
 
-ARCHES = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "arm64", "aarch64": "arm64"}
 _client: docker.DockerClient | None = None
 # What the SDK raises when the engine refuses a call or the connection to it fails.
 _FAULTS = (docker.errors.APIError, requests.RequestException)
@@ -39,9 +40,10 @@ def client() -> docker.DockerClient:
     return _client
 
 
+@functools.cache
 def native_arch() -> str:
-    arch = client().version().get("Arch", "")
-    return ARCHES.get(arch, arch)
+    """The engine's architecture, by the catalog's name (asked once per process)."""
+    return platforms.catalog_name(client().version().get("Arch", ""))
 
 
 def image_id(tag: str) -> str | None:

@@ -51,6 +51,11 @@ def reports_dir(out: Path) -> Path:
     return Path(out) / REPORTS
 
 
+def local_tag(runtime: str) -> str:
+    """The tag of a runtime's Dockerfile build in the engine."""
+    return f"{runtime}:local"
+
+
 def default_arch(architectures: tuple[str, ...]) -> str:
     """The architecture the top-level Dockerfile builds: x86_64 as upstream publishes, else the first."""
     return "x86_64" if "x86_64" in architectures else architectures[0]

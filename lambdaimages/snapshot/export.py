@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from lambdaimages import layout
-from lambdaimages.catalog import ARCHITECTURES, Runtime
+from lambdaimages import layout, platforms
+from lambdaimages.catalog import Runtime
 from lambdaimages.errors import DigestMismatch, OutputError, ProjectError, RegistryError, label
 from lambdaimages.registry.client import RegistryClient
 from lambdaimages.snapshot.resolve import GZIP_TYPES
@@ -97,7 +97,7 @@ def export(runtime: Runtime, arch: str, state: State, out: Path, client: Registr
 
 def drop_other_architectures(out: Path, runtime: Runtime) -> None:
     """Remove `<out>/<rt>/<arch>/` of architectures the catalog no longer lists: the branch must not publish them."""
-    for arch in ARCHITECTURES:
+    for arch in platforms.NAMES:
         if arch not in runtime.architectures:
             shutil.rmtree(layout.arch_dir(out, runtime.name, arch), ignore_errors=True)
 

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import jinja2
 
-from lambdaimages import layout
+from lambdaimages import layout, platforms
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import RenderError
-from lambdaimages.snapshot.resolve import PLATFORMS
 from lambdaimages.state import State
 from lambdaimages.tools.files import write_if_changed
 
@@ -89,7 +88,7 @@ def dockerfile_context(runtime: Runtime, state: State, prefix: str = "") -> dict
     ext = runtime.extension
     return {
         "reference": state.reference,
-        "platform": f"linux/{PLATFORMS[state.architecture]}",
+        "platform": platforms.get(state.architecture).platform,
         "tarballs": [f"{prefix}{layer.hex}.{ext}" for layer in state.layers],
         "env": env,
         "labels": labels,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import threading
 
+from lambdaimages import platforms
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import RegistryError
 from lambdaimages.registry import credentials
 from lambdaimages.registry.client import INDEX_TYPES, MANIFEST_TYPES, RegistryClient, client_settings
 from lambdaimages.state import Layer, State
 
-PLATFORMS = {"x86_64": "amd64", "arm64": "arm64"}
 GZIP_TYPES = (
     "application/vnd.oci.image.layer.v1.tar+gzip",
     "application/vnd.docker.image.rootfs.diff.tar.gzip",
@@ -61,7 +61,7 @@ def resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: State
 
 
 def _resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: State | None) -> State:
-    platform = PLATFORMS[arch]
+    platform = platforms.get(arch).oci
     top = client.get_manifest(runtime.repository, runtime.reference)
     index_digest = None
     if top.media_type in INDEX_TYPES:

@@ -128,26 +128,17 @@ def render_runtime(out: Path, runtime: Runtime) -> dict:
 # -- build ---------------------------------------------------------------------------------
 
 
-@functools.cache
-def _native_arch() -> str:
-    return engine.native_arch()
-
-
 _said_not_built: set[str] = set()
 
 
 def build_plan(out: Path, runtime: Runtime) -> tuple[Path, str, str] | None:
     """(context folder, Dockerfile name, architecture) the engine can build, or None."""
-    arch = _native_arch()
+    arch = engine.native_arch()
     if arch not in runtime.architectures:
         return None
     if arch == layout.default_arch(runtime.architectures):
         return layout.runtime_dir(out, runtime.name), f"Dockerfile.{runtime.name}", arch
     return layout.arch_dir(out, runtime.name, arch), f"Dockerfile.{runtime.name}", arch
-
-
-def tag(runtime: Runtime) -> str:
-    return f"{runtime.name}:local"
 
 
 def build_inputs(out: Path, runtime: Runtime) -> dict | None:
@@ -163,7 +154,7 @@ def build_inputs(out: Path, runtime: Runtime) -> dict | None:
 @one_line_errors
 def build_runtime(out: Path, runtime: Runtime) -> dict:
     plan = build_plan(out, runtime)
-    native = _native_arch()
+    native = engine.native_arch()
     others = [a for a in runtime.architectures if a != native]
     if others and native not in _said_not_built:
         _said_not_built.add(native)
@@ -172,8 +163,8 @@ def build_runtime(out: Path, runtime: Runtime) -> dict:
         print(f"{runtime.name}: no {native} image in the catalog; nothing to build")
         return {"inputs": None, "image_id": None}
     context, dockerfile, arch = plan
-    image = engine.build(context, dockerfile, tag(runtime), label=f"{runtime.name}")
-    print(f"{runtime.name}: built {tag(runtime)} ({arch}) {image}")
+    image = engine.build(context, dockerfile, layout.local_tag(runtime.name), label=f"{runtime.name}")
+    print(f"{runtime.name}: built {layout.local_tag(runtime.name)} ({arch}) {image}")
     return {"inputs": build_inputs(out, runtime), "image_id": image}
 
 
@@ -186,7 +177,7 @@ def image_current(out: Path, runtime: Runtime):
         try:
             if values["inputs"] != build_inputs(out, runtime):
                 return False
-            return values["image_id"] is None or engine.image_id(tag(runtime)) == values["image_id"]
+            return values["image_id"] is None or engine.image_id(layout.local_tag(runtime.name)) == values["image_id"]
         except (OSError, ProjectError):
             return False
 
@@ -206,8 +197,8 @@ def clean_snapshot(out: Path, runtime: Runtime) -> None:
 
 def clean_image(runtime: Runtime) -> None:
     try:
-        if engine.remove_image(tag(runtime)):
-            print(f"removed image {tag(runtime)}")
+        if engine.remove_image(layout.local_tag(runtime.name)):
+            print(f"removed image {layout.local_tag(runtime.name)}")
     except ProjectError as exc:
         print(f"{runtime.name}: {exc}")
 

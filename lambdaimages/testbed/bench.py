@@ -28,6 +28,7 @@ from pathlib import Path
 
 import psutil
 
+from lambdaimages import layout, platforms
 from lambdaimages.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient, sha256_digest
 from lambdaimages.testbed import benchdata as data
 from lambdaimages.testbed.localregistry import LocalRegistry
@@ -187,7 +188,7 @@ def run_baseline(docker: str, host: str, work: Path, logs: Path) -> dict:
         folder = work / runtime.name
         ref = f"{host}/{runtime.repository}:{data.TAG}"
         for arch in data.ARCHES:
-            seconds = {"pull": _run([docker, "pull", "-q", "--platform", f"linux/{data.PLATFORMS[arch]}", ref], log)}
+            seconds = {"pull": _run([docker, "pull", "-q", "--platform", platforms.get(arch).platform, ref], log)}
             image_id = subprocess.run(
                 [docker, "image", "inspect", "-f", "{{.Id}}", ref], capture_output=True, text=True, check=True
             ).stdout.strip()
@@ -230,7 +231,7 @@ def run_baseline(docker: str, host: str, work: Path, logs: Path) -> dict:
                 f"baseline: {runtime.name} {arch}: pull {seconds['pull']:.1f} s, save {seconds['save']:.1f} s, "
                 f"xz {len(diff_ids)} layers {seconds['xz']:.1f} s"
             )
-        tag = f"bench-baseline-{runtime.name}:local"
+        tag = layout.local_tag(f"bench-baseline-{runtime.name}")
         took = _run(
             [docker, "build", "-q", "-t", tag, "-f", f"Dockerfile.{runtime.name}", "."], log, cwd=folder, env=env
         )
@@ -340,7 +341,7 @@ def remove_bench_images(docker: str) -> int:
 
 
 def local_tags() -> list[str]:
-    return [f"{rt.name}:local" for rt in data.RUNTIMES]
+    return [layout.local_tag(rt.name) for rt in data.RUNTIMES]
 
 
 def fetch_layer_tar(client: RegistryClient, repository: str, layer: dict, dest: Path) -> None:

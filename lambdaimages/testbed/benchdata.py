@@ -25,14 +25,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lambdaimages import platforms
 from lambdaimages.registry.client import OCI_INDEX, OCI_MANIFEST, sha256_digest
 from lambdaimages.testbed.samples import LAMBDA_ENV
 
 GENERATOR = "lambdaimages-bench-1"  # change it when the content changes: the cache is then rebuilt
 MB = 1_000_000
 MTIME = 1704067200
-ARCHES = ("x86_64", "arm64")
-PLATFORMS = {"x86_64": "amd64", "arm64": "arm64"}
+ARCHES = platforms.NAMES
 LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
 TAG = "latest"
@@ -278,7 +278,7 @@ class _GzipSink(io.RawIOBase):
 
 def image_config(runtime: RuntimeSpec, arch: str, diff_ids: list[str], version: int) -> bytes:
     config = {
-        "architecture": PLATFORMS[arch],
+        "architecture": platforms.get(arch).oci,
         "os": "linux",
         "created": "2024-01-01T00:00:00Z",
         "config": {
@@ -309,7 +309,7 @@ def image_index(manifests: dict[str, bytes]) -> bytes:
             "mediaType": OCI_MANIFEST,
             "digest": sha256_digest(body),
             "size": len(body),
-            "platform": {"architecture": PLATFORMS[arch], "os": "linux"},
+            "platform": {"architecture": platforms.get(arch).oci, "os": "linux"},
         }
         for arch, body in manifests.items()
     ]

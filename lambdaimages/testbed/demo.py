@@ -104,7 +104,7 @@ def summary(out: Path) -> str:
     lines = ["", f"demo: output in {out}"]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.append(f"Build one yourself: cd {layout.runtime_dir(out, 'demo.python')} && "
-                 "docker build -t demo.python:local -f Dockerfile.demo.python .")  # fmt: skip
+                 f"docker build -t {layout.local_tag('demo.python')} -f Dockerfile.demo.python .")  # fmt: skip
     return "\n".join(lines)
 
 

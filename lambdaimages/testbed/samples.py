@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
 
+from lambdaimages import platforms
 from lambdaimages.registry.client import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -30,7 +31,6 @@ BUSYBOX = Path("/usr/bin/busybox")  # Debian busybox-static: one static binary, 
 APPLETS = ("sh", "cat", "echo", "sed", "wget", "mkdir", "rm", "printf", "tr", "head", "grep", "cut")
 MTIME = 1704067200  # 2024-01-01T00:00:00Z, for every tar member
 CREATED = "2024-01-01T00:00:00Z"
-ARCHITECTURES = {"amd64": "amd64", "x86_64": "amd64", "arm64": "arm64", "aarch64": "arm64"}
 # What the entrypoint prints (then exits 1) when started without a Runtime API: there is no emulator.
 NO_API_MESSAGE = "AWS_LAMBDA_RUNTIME_API is not set and this sample image has no emulator"
 TRICKY_VALUE = "two  spaces 'single' \"double\" $HOME a=b back\\slash"
@@ -221,9 +221,10 @@ def lambda_like_image(
         version: the function's version, as a moved upstream tag would change it.
         extra_files: files for an extra last layer.
     """
-    architecture = ARCHITECTURES.get(arch)
-    if architecture is None:
-        raise ValueError(f"unknown architecture {arch!r} (one of {', '.join(ARCHITECTURES)})")
+    found = platforms.lookup(arch)
+    if found is None:
+        raise ValueError(f"unknown architecture {arch!r} (one of {', '.join(platforms.KNOWN_NAMES)})")
+    architecture = found.oci
     for what, value in (("name", name), ("version", version)):
         if not _SAFE_WORD.fullmatch(value):
             raise ValueError(f"sample image {what} {value!r}: use letters, digits, '.', '_', '-'")

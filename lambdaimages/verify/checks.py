@@ -128,10 +128,6 @@ class RuntimeResult:
         return cls(data["runtime"], tuple(archs))
 
 
-def local_tag(runtime: Runtime) -> str:
-    return f"{runtime.name}:local"
-
-
 def verify_runtime(out: Path, runtime: Runtime, image: str | None = None) -> RuntimeResult:
     """Run every check of `runtime` against its snapshot in `out`, for each of its architectures.
 
@@ -143,10 +139,9 @@ def verify_runtime(out: Path, runtime: Runtime, image: str | None = None) -> Run
     Raises:
         EngineError: the engine does not answer.
     """
-    native = _native_arch()
-    results = []
-    for arch in runtime.architectures:
-        results.append(_verify_arch(out, runtime, arch, (image or local_tag(runtime)) if arch == native else None))
+    native = engine.native_arch()
+    image = image or layout.local_tag(runtime.name)
+    results = [_verify_arch(out, runtime, arch, image if arch == native else None) for arch in runtime.architectures]
     return RuntimeResult(runtime.name, tuple(results))
 
 
@@ -591,8 +586,8 @@ def inputs(out: Path, runtime: Runtime) -> dict:
     The image id of `<rt>:local` (if the engine builds one of its architectures), the snapshot (state files,
     Dockerfiles, the identity of every tarball), the smoke test and its files.
     """
-    native = _native_arch()
-    image_id = engine.image_id(local_tag(runtime)) if native in runtime.architectures else None
+    native = engine.native_arch()
+    image_id = engine.image_id(layout.local_tag(runtime.name)) if native in runtime.architectures else None
     snapshot = hashlib.sha256()
     dockerfiles = [layout.dockerfile(out, runtime.name)]
     for arch in runtime.architectures:
@@ -612,10 +607,6 @@ def inputs(out: Path, runtime: Runtime) -> dict:
 
 
 @functools.cache
-def _native_arch() -> str:
-    return engine.native_arch()
-
-
 def _bytes_or_none(path: Path) -> bytes:
     try:
         return hashlib.sha256(path.read_bytes()).digest()
