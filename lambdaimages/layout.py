@@ -51,6 +51,23 @@ def reports_dir(out: Path) -> Path:
     return Path(out) / REPORTS
 
 
+TARBALL_EXTENSIONS = ("tar.xz", "tar.gz")
+TARBALL_GLOB = "*.tar.*"  # every tarball of a folder, and the temp files of unfinished ones (dot-names)
+
+
+def tarball_name(diff_id: str, extension: str) -> str:
+    """A layer tarball's name: the hex of its diff_id, so `xz -dc <name> | sha256sum` proves it."""
+    return f"{diff_id.removeprefix('sha256:')}.{extension}"
+
+
+def split_tarball_name(name: str) -> tuple[str, str] | None:
+    """(hex, extension) of a tarball's file name, or None for any other name."""
+    for extension in TARBALL_EXTENSIONS:
+        if name.endswith(f".{extension}") and "/" not in name:
+            return name.removesuffix(f".{extension}"), extension
+    return None
+
+
 def local_tag(runtime: str) -> str:
     """The tag of a runtime's Dockerfile build in the engine."""
     return f"{runtime}:local"

@@ -30,6 +30,10 @@ class Layer:
         """The diff_id's hex digits: the name of the layer's tarball."""
         return self.diff_id.removeprefix("sha256:")
 
+    def tarball(self, extension: str) -> str:
+        """The name of the layer's tarball."""
+        return layout.tarball_name(self.diff_id, extension)
+
     def to_json(self) -> dict[str, Any]:
         return {"digest": self.digest, "media_type": self.media_type, "size": self.size, "diff_id": self.diff_id}
 

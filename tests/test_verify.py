@@ -27,6 +27,7 @@ from lambdaimages import catalog as catalog_module
 from lambdaimages.catalog import Smoke
 from lambdaimages.registry.client import RegistryClient
 from lambdaimages.testbed import demo, samples
+from lambdaimages.tools.dockerfile import add_instructions
 from lambdaimages.verify import checks as verify
 from lambdaimages.verify import reports
 from lambdaimages.verify.checks import FAIL, NO_SMOKE, NOT_BUILT, PASS, SKIPPED, Check
@@ -102,20 +103,20 @@ def test_each_config_difference_is_named_with_both_values():
 def test_add_lines_in_order_pass_and_each_kind_of_difference_is_named():
     text = "FROM scratch\n\nADD a.tar.xz /\nADD b.tar.xz /\nADD c.tar.xz /\nENV X=1\n"
     expected = ["a.tar.xz", "b.tar.xz", "c.tar.xz"]
-    assert verify.compare_adds("D", verify.parse_adds(text), expected) == []
+    assert verify.compare_adds("D", add_instructions(text), expected) == []
     swapped = text.replace("ADD a.tar.xz /\nADD b.tar.xz /", "ADD b.tar.xz /\nADD a.tar.xz /")
-    assert verify.compare_adds("D", verify.parse_adds(swapped), expected) == [
+    assert verify.compare_adds("D", add_instructions(swapped), expected) == [
         "D:3: ADD lines are not in upstream's layer order (2 of 3 misplaced): ADD 1 is b.tar.xz, "
         "upstream's layer 1 is a.tar.xz"
     ]
     changed = text.replace("ADD b.tar.xz /", "ADD x.tar.xz /").replace("ADD c.tar.xz /", "ADD c.tar.xz /opt")
-    assert verify.compare_adds("D", verify.parse_adds(changed), expected) == [
+    assert verify.compare_adds("D", add_instructions(changed), expected) == [
         "D:5: ADD c.tar.xz to /opt, not to /",
         "D: no ADD for upstream's layer 2 (b.tar.xz)",
         "D:4: ADD x.tar.xz is not one of upstream's layers",
     ]
     short = "ADD a.tar.xz /\nADD --chown=1:1 b.tar.xz c.tar.xz /\n"
-    assert verify.compare_adds("D", verify.parse_adds(short), ["a.tar.xz", "b.tar.xz"]) == [
+    assert verify.compare_adds("D", add_instructions(short), ["a.tar.xz", "b.tar.xz"]) == [
         "D:2: expected `ADD <tarball> /`, found `ADD --chown=1:1 b.tar.xz c.tar.xz /`",
         "D: no ADD for upstream's layer 2 (b.tar.xz)",
         "D:2: ADD (malformed) is not one of upstream's layers",

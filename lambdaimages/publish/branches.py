@@ -30,7 +30,6 @@ ATTRIBUTES = ".gitattributes"
 GENERATED = (README, CHANGES, ATTRIBUTES)
 README_TEMPLATE = "branch-README.md.j2"
 ATTRIBUTES_TEMPLATE = "gitattributes.j2"
-LFS_SUFFIXES = (".tar.xz", ".tar.gz")
 
 
 # -- where to publish ------------------------------------------------------------------------------
@@ -83,7 +82,7 @@ def branch_files(repo: git.PrivateRepo, folder: Path) -> BranchFiles:
         if not path.is_file() or path.name.startswith(TMP_PREFIX):
             continue
         name = path.relative_to(folder).as_posix()
-        if path.name.endswith(LFS_SUFFIXES):
+        if layout.split_tarball_name(path.name) is not None:
             oid, pointer = git.lfs_pointer(path)
             blobs[name] = repo.hash_blob(pointer)
             lfs[oid] = path
@@ -135,7 +134,7 @@ def render_readme(runtime: Runtime, states: dict[str, State], templates: Path = 
 
 
 def render_attributes(templates: Path = render.TEMPLATES) -> str:
-    suffixes = [f"*{suffix}" for suffix in LFS_SUFFIXES]
+    suffixes = [f"*.{extension}" for extension in layout.TARBALL_EXTENSIONS]
     return render.environment(templates).get_template(ATTRIBUTES_TEMPLATE).render(patterns=suffixes)
 
 

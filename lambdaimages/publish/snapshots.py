@@ -5,7 +5,6 @@ the current one from `<out>`, the previous one kept locally.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +14,7 @@ from lambdaimages.catalog import Runtime
 from lambdaimages.errors import OutputError, RenderError
 from lambdaimages.snapshot import export, render
 from lambdaimages.state import State
-
-TARBALL_RE = re.compile(r"^ADD (?P<name>[^\s/]+)\.(?P<ext>tar\.xz|tar\.gz) /$")
-
+from lambdaimages.tools.dockerfile import add_instructions
 
 # -- snapshots -------------------------------------------------------------------------------------
 
@@ -68,7 +65,7 @@ def current_snapshot(out: Path, runtime: Runtime) -> Snapshot:
         folder = layout.arch_dir(out, runtime.name, arch)
         layers = []
         for layer, created_by in zip(state.layers, _layer_history(state), strict=True):
-            tarball = folder / f"{layer.hex}.{runtime.extension}"
+            tarball = folder / layer.tarball(runtime.extension)
             if not tarball.is_file():
                 raise OutputError(f"{runtime.name}: {tarball} is missing: run doit snapshot:{runtime.name}")
             layers.append(Layer(layer.hex, tarball.stat().st_size, tarball, created_by))
@@ -129,12 +126,8 @@ def _short(text: str | None, limit: int = 120) -> str | None:
 
 def dockerfile_layers(text: str) -> list[tuple[str, str]]:
     """(name, extension) of each tarball an `<arch>/Dockerfile.<rt>` ADDs, in order."""
-    found = []
-    for line in text.splitlines():
-        match = TARBALL_RE.match(line.strip())
-        if match:
-            found.append((match["name"], match["ext"]))
-    return found
+    found = [layout.split_tarball_name(add.source) for add in add_instructions(text) if add.dest == "/"]
+    return [name for name in found if name is not None]
 
 
 def _read_json(path: Path) -> dict:

@@ -83,13 +83,13 @@ def export(runtime: Runtime, arch: str, state: State, out: Path, client: Registr
     for number, layer in enumerate(layers, 1):
         context = layer_context(runtime, arch, state, number)
         cached = cached_layer(runtime, layer, out, client, context)
-        dest = folder / f"{layer.hex}.{runtime.extension}"
+        dest = folder / layer.tarball(runtime.extension)
         try:
             link_or_copy(cached, dest)
         except OutputError as exc:
             raise exc.within(**context) from None
         wanted.append(dest)
-    for stale in folder.glob("*.tar.*"):
+    for stale in folder.glob(layout.TARBALL_GLOB):
         if stale not in wanted:
             stale.unlink()
     return wanted
@@ -140,7 +140,7 @@ class _CacheEntry:
     def __init__(self, runtime: Runtime, layer: Layer, out: Path, context: dict[str, str]) -> None:
         self.runtime, self.layer, self.context = runtime, layer, context
         self.folder = layout.cache_dir(out, codec_name(runtime))
-        self.path = self.folder / f"{layer.hex}.{runtime.extension}"
+        self.path = self.folder / layer.tarball(runtime.extension)
         self.record = self.path.with_name(self.path.name + ".json")
         self.lock = contextlib.ExitStack()
         self.dest: AtomicWrite | None = None
@@ -330,6 +330,6 @@ class _Progress:
 def find_cached(out: Path, hex_digest: str) -> Path | None:
     """A tarball of the layer `hex_digest` in the shared layer cache, whatever its codec (first by codec name)."""
     for path in sorted(Path(out, layout.CACHE).glob(f"*/{hex_digest}.tar.*")):
-        if path.name.endswith((".tar.xz", ".tar.gz")):
+        if layout.split_tarball_name(path.name) is not None:
             return path
     return None

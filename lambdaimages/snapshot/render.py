@@ -89,7 +89,7 @@ def dockerfile_context(runtime: Runtime, state: State, prefix: str = "") -> dict
     return {
         "reference": state.reference,
         "platform": platforms.get(state.architecture).platform,
-        "tarballs": [f"{prefix}{layer.hex}.{ext}" for layer in state.layers],
+        "tarballs": [prefix + layer.tarball(ext) for layer in state.layers],
         "env": env,
         "labels": labels,
         "user": user,

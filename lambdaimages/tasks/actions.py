@@ -16,6 +16,7 @@ from lambdaimages.catalog import Runtime
 from lambdaimages.errors import ProjectError, PublishError, RenderError
 from lambdaimages.publish import branches
 from lambdaimages.snapshot import export, render, resolve
+from lambdaimages.tools.dockerfile import add_instructions
 
 
 class ProjectFailure(TaskFailed):
@@ -94,7 +95,7 @@ def tarballs_of(out: Path, runtime: Runtime) -> list[Path]:
         except (FileNotFoundError, ValueError):
             return []
         folder = layout.arch_dir(out, runtime.name, arch)
-        paths += [folder / f"{layer.hex}.{runtime.extension}" for layer in state.layers]
+        paths += [folder / layer.tarball(runtime.extension) for layer in state.layers]
     return paths
 
 
@@ -147,7 +148,7 @@ def build_inputs(out: Path, runtime: Runtime) -> dict | None:
         return None
     context, dockerfile, _ = plan
     text = (context / dockerfile).read_bytes()
-    tarballs = [context / line.split()[1] for line in text.decode().splitlines() if line.startswith("ADD ")]
+    tarballs = [context / add.source for add in add_instructions(text.decode())]
     return {"dockerfile": hashlib.sha256(text).hexdigest(), "tarballs": export.fingerprint(tarballs)}
 
 

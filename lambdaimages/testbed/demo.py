@@ -96,7 +96,7 @@ def summary(out: Path) -> str:
     for name, (_, arches, _) in RUNTIMES.items():
         for arch in arches:
             folder = layout.arch_dir(out, name, arch)
-            tarballs = sorted(folder.glob("*.tar.*"))
+            tarballs = sorted(folder.glob(layout.TARBALL_GLOB))
             size = sum(p.stat().st_size for p in tarballs) / 1e6
             dockerfile = layout.dockerfile(out, name, arch)
             rows.append((name, arch, str(len(tarballs)), f"{size:.2f}", str(dockerfile.relative_to(out.parent))))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import gzip
 import hashlib
 import json
@@ -36,6 +35,7 @@ from lambdaimages.catalog import Runtime, Smoke
 from lambdaimages.errors import EngineError
 from lambdaimages.snapshot import export
 from lambdaimages.state import State
+from lambdaimages.tools.dockerfile import Add, add_instructions
 from lambdaimages.tools.tree import CHUNK, Entry, diff_trees, layers_of_docker_save, merge_layers
 from lambdaimages.verify.runtime_api import PREFIX, RuntimeAPIServer
 
@@ -198,10 +198,10 @@ def check_tarballs(
         upstream's layers could not be merged although every tarball is upstream's layer (else None).
     """
     folder = layout.arch_dir(out, runtime.name, arch)
-    expected = [f"{layer.hex}.{runtime.extension}" for layer in state.layers]
+    expected = [layer.tarball(runtime.extension) for layer in state.layers]
     problems = _dockerfile_problems(out, runtime, arch, expected)
     wanted = set(expected)
-    for stray in sorted(folder.glob("*.tar.*")):
+    for stray in sorted(folder.glob(layout.TARBALL_GLOB)):
         if stray.name not in wanted and not stray.name.startswith("."):
             problems.append(f"{arch}/{stray.name}: not one of upstream's layers")
     readers = [_LayerReader(folder / name) for name in expected]
@@ -257,25 +257,15 @@ def _dockerfile_problems(out: Path, runtime: Runtime, arch: str, expected: list[
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(f"{label}: cannot be read: {exc}")
             continue
-        problems += compare_adds(label, parse_adds(text), [prefix + name for name in expected])
+        problems += compare_adds(label, add_instructions(text), [prefix + name for name in expected])
     return problems
 
 
-def parse_adds(text: str) -> list[tuple[int, str, str]]:
-    """The ADD instructions of a Dockerfile as (line number, source, destination); a malformed one has source ""."""
-    adds = []
-    for number, line in enumerate(text.splitlines(), 1):
-        words = line.split()
-        if words and words[0].upper() == "ADD":
-            adds.append((number, words[1], words[2]) if len(words) == 3 else (number, "", line.strip()))
-    return adds
-
-
-def compare_adds(label: str, adds: list[tuple[int, str, str]], expected: list[str]) -> list[str]:
+def compare_adds(label: str, adds: list[Add], expected: list[str]) -> list[str]:
     """How a Dockerfile's ADD lines differ from `ADD <each expected source> /`, in order; empty when they do not."""
-    problems = [f"{label}:{n}: expected `ADD <tarball> /`, found `{dest}`" for n, src, dest in adds if not src]
-    problems += [f"{label}:{n}: ADD {src} to {dest}, not to /" for n, src, dest in adds if src and dest != "/"]
-    sources = [src for _, src, _ in adds]
+    problems = [f"{label}:{a.line}: expected `ADD <tarball> /`, found `{a.dest}`" for a in adds if not a.source]
+    problems += [f"{label}:{a.line}: ADD {a.source} to {a.dest}, not to /" for a in adds if a.source and a.dest != "/"]
+    sources = [a.source for a in adds]
     if sources == expected:
         return problems
     have, want = collections.Counter(sources), collections.Counter(expected)
@@ -283,7 +273,7 @@ def compare_adds(label: str, adds: list[tuple[int, str, str]], expected: list[st
         moved = [i for i, (got, wanted) in enumerate(zip(sources, expected, strict=True)) if got != wanted]
         first = moved[0]
         problems.append(
-            f"{label}:{adds[first][0]}: ADD lines are not in upstream's layer order ({len(moved)} of "
+            f"{label}:{adds[first].line}: ADD lines are not in upstream's layer order ({len(moved)} of "
             f"{len(expected)} misplaced): ADD {first + 1} is {sources[first]}, upstream's layer {first + 1} "
             f"is {expected[first]}"
         )
@@ -291,7 +281,7 @@ def compare_adds(label: str, adds: list[tuple[int, str, str]], expected: list[st
     for source in want - have:
         problems.append(f"{label}: no ADD for upstream's layer {expected.index(source) + 1} ({source})")
     for source in have - want:
-        line = next(n for n, src, _ in adds if src == source)
+        line = next(a.line for a in adds if a.source == source)
         problems.append(f"{label}:{line}: ADD {source or '(malformed)'} is not one of upstream's layers")
     return problems
 
@@ -594,7 +584,9 @@ def inputs(out: Path, runtime: Runtime) -> dict:
         dockerfiles.append(layout.dockerfile(out, runtime.name, arch))
         snapshot.update(_bytes_or_none(layout.state_path(out, runtime.name, arch)))
         folder = layout.arch_dir(out, runtime.name, arch)
-        tarballs = sorted(p for p in folder.glob("*.tar.*") if not p.name.startswith(".")) if folder.is_dir() else []
+        tarballs = (
+            sorted(p for p in folder.glob(layout.TARBALL_GLOB) if not p.name.startswith(".")) if folder.is_dir() else []
+        )
         snapshot.update(json.dumps(export.fingerprint(tarballs)).encode())
     for path in dockerfiles:
         snapshot.update(_bytes_or_none(path))
@@ -606,7 +598,6 @@ def inputs(out: Path, runtime: Runtime) -> dict:
     }
 
 
-@functools.cache
 def _bytes_or_none(path: Path) -> bytes:
     try:
         return hashlib.sha256(path.read_bytes()).digest()
