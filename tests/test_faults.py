@@ -14,7 +14,6 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -28,7 +27,7 @@ import pytest
 from faultproxy import Fault, FaultProxy
 
 from lambdaimages.registry.client import RegistryClient
-from lambdaimages.testbed import samples
+from lambdaimages.testbed import doit_command, samples
 from lambdaimages.tools import tree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,14 +54,10 @@ def doit_env(extra: dict[str, str] | None = None, docker_config: Path | None = N
     return env
 
 
-def doit_cmd(catalog: Path, out: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), f"catalog={catalog}", f"out={out}", *args]
-
-
 def doit(catalog: Path, out: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """The doit CLI in a child process, as a user runs it; never raises on failure."""
     return subprocess.run(
-        doit_cmd(catalog, out, *args), capture_output=True, text=True, cwd=ROOT, timeout=600, env=env or doit_env()
+        doit_command(catalog, out, *args), capture_output=True, text=True, cwd=ROOT, timeout=600, env=env or doit_env()
     )
 
 
@@ -404,7 +399,12 @@ def big(registry, docker_client, tmp_path_factory):
 def kill_doit_when(catalog: Path, out: Path, ready, timeout: float = 60) -> list[psutil.Process]:
     """Run doit and SIGKILL it as soon as `ready(process, output lines so far)` holds; its children at that moment."""
     proc = subprocess.Popen(
-        doit_cmd(catalog, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=doit_env()
+        doit_command(catalog, out),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        env=doit_env(),
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
@@ -493,7 +493,7 @@ def test_second_run_on_the_same_output_is_refused_and_the_first_completes(big, t
     mark = len(proxy.log)
     try:
         first = subprocess.Popen(
-            doit_cmd(big["catalog"], out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            doit_command(big["catalog"], out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
             env=doit_env(),
         )  # fmt: skip
         deadline = time.monotonic() + 30

@@ -30,10 +30,10 @@ import psutil
 
 from lambdaimages import layout, platforms
 from lambdaimages.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient, sha256_digest
+from lambdaimages.testbed import ROOT, doit_command
 from lambdaimages.testbed import benchdata as data
 from lambdaimages.testbed.localregistry import LocalRegistry
 
-ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
 PREFERRED_PORT = 5125
 TARGETS = {
@@ -278,7 +278,7 @@ def tree_rss(proc: psutil.Process) -> int:
 
 def run_doit(catalog: Path, out: Path, log: Path, *tasks: str, label: str, env: dict | None = None) -> dict:
     """`doit catalog=... out=... TASKS` as a user runs it; wall time and peak RSS of its process tree."""
-    cmd = [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), f"catalog={catalog}", f"out={out}", *tasks]
+    cmd = doit_command(catalog, out, *tasks)
     peak = 0
     with open(log, "ab") as f:
         f.write(f"$ {' '.join(cmd)}\n".encode())

@@ -11,10 +11,9 @@ from pathlib import Path
 from lambdaimages import layout
 from lambdaimages.errors import ProjectError
 from lambdaimages.registry.client import RegistryClient
-from lambdaimages.testbed import samples
+from lambdaimages.testbed import ROOT, doit_command, samples
 from lambdaimages.testbed.localregistry import LocalRegistry
 
-ROOT = Path(__file__).resolve().parents[2]
 PREFERRED_PORT = 5123  # stable across demo runs, so a rerun finds everything up to date
 EVENT = {"hello": "world"}
 # name -> (repository:tag, architectures, compression)
@@ -76,7 +75,7 @@ def run(out: Path, tasks: tuple[str, ...] = TASKS) -> int:
         push_samples(RegistryClient(registry.url))
         catalog = out / "runtimes.yaml"
         catalog.write_text(catalog_text(registry.url))
-        cmd = [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), f"catalog={catalog}", f"out={out}", *tasks]
+        cmd = doit_command(catalog, out, *tasks)
         print(f"demo: {' '.join(cmd[2:])}", flush=True)
         code = subprocess.run(cmd, cwd=ROOT).returncode
     print(summary(out), flush=True)
