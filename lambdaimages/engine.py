@@ -46,15 +46,6 @@ def native_arch() -> str:
     return platforms.catalog_name(client().version().get("Arch", ""))
 
 
-def image_id(tag: str) -> str | None:
-    try:
-        return client().images.get(tag).id
-    except docker.errors.ImageNotFound:
-        return None
-    except _FAULTS as exc:
-        raise EngineError(f"cannot inspect {tag} on {engine_name()}: {exc}") from None
-
-
 def inspect_image(ref: str) -> dict | None:
     """The engine's inspect record of an image (`docker image inspect`), or None when it has no such image."""
     try:
@@ -63,6 +54,12 @@ def inspect_image(ref: str) -> dict | None:
         return None
     except _FAULTS as exc:
         raise EngineError(f"cannot inspect {ref} on {engine_name()}: {exc}") from None
+
+
+def image_id(ref: str) -> str | None:
+    """The ID of an image, or None when the engine has no such image."""
+    found = inspect_image(ref)
+    return found["Id"] if found is not None else None
 
 
 def save_image(image: str, chunk_size: int) -> Iterator[bytes]:
