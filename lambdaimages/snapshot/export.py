@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import lzma
-import os
 import shutil
 import sys
 import threading
@@ -100,18 +99,6 @@ def drop_other_architectures(out: Path, runtime: Runtime) -> None:
     for arch in platforms.NAMES:
         if arch not in runtime.architectures:
             shutil.rmtree(layout.arch_dir(out, runtime.name, arch), ignore_errors=True)
-
-
-def fingerprint(paths: list[Path]) -> list:
-    """Cheap identity of files (no hashing): a changed, replaced or missing file changes it."""
-    result = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-            result.append([str(path), st.st_size, st.st_mtime_ns, st.st_ino])
-        except FileNotFoundError:
-            result.append([str(path), None])
-    return result
 
 
 def cached_layer(runtime: Runtime, layer: Layer, out: Path, client: RegistryClient, context: dict[str, str]) -> Path:

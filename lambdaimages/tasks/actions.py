@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import shutil
 import threading
 from pathlib import Path
@@ -15,8 +14,7 @@ from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import ProjectError, PublishError, RenderError
 from lambdaimages.publish import branches
-from lambdaimages.snapshot import export, render, resolve
-from lambdaimages.tools.dockerfile import add_instructions
+from lambdaimages.snapshot import export, fingerprint, render, resolve
 
 
 class ProjectFailure(TaskFailed):
@@ -84,19 +82,7 @@ def export_runtime(out: Path, runtime: Runtime) -> dict:
     for arch, state in states.items():
         tarballs += export.export(runtime, arch, state, out, client)
     export.drop_other_architectures(out, runtime)
-    return {"tarballs": export.fingerprint(tarballs)}
-
-
-def tarballs_of(out: Path, runtime: Runtime) -> list[Path]:
-    paths = []
-    for arch in runtime.architectures:
-        try:
-            state = states_on_disk.read(out, runtime.name, arch)
-        except (FileNotFoundError, ValueError):
-            return []
-        folder = layout.arch_dir(out, runtime.name, arch)
-        paths += [folder / layer.tarball(runtime.extension) for layer in state.layers]
-    return paths
+    return {"tarballs": fingerprint.files(tarballs)}
 
 
 def tarballs_unchanged(out: Path, runtime: Runtime):
@@ -104,8 +90,8 @@ def tarballs_unchanged(out: Path, runtime: Runtime):
 
     def check(task, values) -> bool:
         saved = values.get("tarballs")
-        paths = tarballs_of(out, runtime)
-        return bool(saved) and bool(paths) and saved == export.fingerprint(paths)
+        paths = fingerprint.named_tarballs(out, runtime)
+        return bool(saved) and bool(paths) and saved == fingerprint.files(paths)
 
     return check
 
@@ -147,9 +133,7 @@ def build_inputs(out: Path, runtime: Runtime) -> dict | None:
     if plan is None:
         return None
     context, dockerfile, _ = plan
-    text = (context / dockerfile).read_bytes()
-    tarballs = [context / add.source for add in add_instructions(text.decode())]
-    return {"dockerfile": hashlib.sha256(text).hexdigest(), "tarballs": export.fingerprint(tarballs)}
+    return fingerprint.build_context(context, dockerfile)
 
 
 @one_line_errors

@@ -210,14 +210,14 @@ def run_baseline(docker: str, host: str, work: Path, logs: Path) -> dict:
             (folder / arch).mkdir(parents=True, exist_ok=True)
             seconds["xz"] = 0.0
             for layer_tar, diff_id in zip(manifest["Layers"], diff_ids, strict=True):
-                dest = folder / arch / f"{diff_id.removeprefix('sha256:')}.tar.xz"
+                dest = folder / arch / layout.tarball_name(diff_id, "tar.xz")
                 with open(dest, "wb") as out:
                     took = _run(["xz", "-T0", "-6", "-c", str(saved / layer_tar)], log, stdout=out)
                 xz_times.setdefault(diff_id, []).append(took)
                 tarballs.setdefault(diff_id, dest)
                 seconds["xz"] += took
             t = time.monotonic()
-            names = [f"{d.removeprefix('sha256:')}.tar.xz" for d in diff_ids]
+            names = [layout.tarball_name(d, "tar.xz") for d in diff_ids]
             (folder / arch / f"Dockerfile.{runtime.name}").write_text(baseline_dockerfile(config, names))
             if arch == "x86_64":
                 text = baseline_dockerfile(config, [f"x86_64/{n}" for n in names])
@@ -470,7 +470,7 @@ def run(bench: Path = BENCH, skip_baseline: bool = False, scale: float = 1.0) ->
         phase_done("cold")
         built_ids = image_ids(docker, local_tags())
         xz_cache = cold_out / ".cache" / "xz6"
-        xz_bytes = sum((xz_cache / f"{d.removeprefix('sha256:')}.tar.xz").stat().st_size for d in layers)
+        xz_bytes = sum((xz_cache / layout.tarball_name(d, "tar.xz")).stat().st_size for d in layers)
         results["upstream"]["xz6_mb"] = round(xz_bytes / 1e6, 1)
 
         say("(b) no-op: doit again")
@@ -484,7 +484,7 @@ def run(bench: Path = BENCH, skip_baseline: bool = False, scale: float = 1.0) ->
             say("identity: every tarball of (a) against the baseline's xz -T0 -6 output")
             cache_dir = cold_out / ".cache" / "xz6"
             same = sum(
-                sha256_file(cache_dir / f"{d.removeprefix('sha256:')}.tar.xz") == sha256_file(base["tarballs"][d])
+                sha256_file(cache_dir / layout.tarball_name(d, "tar.xz")) == sha256_file(base["tarballs"][d])
                 for d in layers
             )
             identical["tarballs_vs_xz_T0"] = f"{same}/{len(layers)}"
@@ -505,7 +505,7 @@ def run(bench: Path = BENCH, skip_baseline: bool = False, scale: float = 1.0) ->
         change = run_doit(catalog, cold_out, logs / "change.log", label="(c) one change")
         change["rebuilt"] = [t for t, i in image_ids(docker, local_tags()).items() if i != built_ids[t]]
         change["xz_T0_layer_s"] = xz_one
-        ours = cold_out / ".cache" / "xz6" / f"{changed['diff_id'].removeprefix('sha256:')}.tar.xz"
+        ours = cold_out / ".cache" / "xz6" / layout.tarball_name(changed["diff_id"], "tar.xz")
         expected = sha256_file(work / "changed.tar.xz")
         identical["changed_layer_vs_xz_T0"] = sha256_file(ours) == expected
         say(f"(c) one change: {change['seconds']:.1f} s, images rebuilt: {change['rebuilt']}")
@@ -536,7 +536,7 @@ def run(bench: Path = BENCH, skip_baseline: bool = False, scale: float = 1.0) ->
         say("cold with compression: gzip (upstream blobs stored as-is)")
         gzip = run_doit(gzip_catalog, gzip_out, logs / "gzip.log", label="gzip cold")
         as_is = sum(
-            sha256_file(gzip_out / ".cache" / "gzip" / f"{d.removeprefix('sha256:')}.tar.gz") == lay["digest"][7:]
+            sha256_file(gzip_out / ".cache" / "gzip" / layout.tarball_name(d, "tar.gz")) == lay["digest"][7:]
             for d, lay in layers.items()
         )
         identical["gzip_tarballs_are_upstream_blobs"] = f"{as_is}/{len(layers)}"

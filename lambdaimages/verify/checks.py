@@ -33,7 +33,7 @@ from lambdaimages import engine, layout
 from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime, Smoke
 from lambdaimages.errors import EngineError
-from lambdaimages.snapshot import export
+from lambdaimages.snapshot import fingerprint
 from lambdaimages.state import State
 from lambdaimages.tools.dockerfile import Add, add_instructions
 from lambdaimages.tools.tree import CHUNK, Entry, diff_trees, layers_of_docker_save, merge_layers
@@ -578,31 +578,12 @@ def inputs(out: Path, runtime: Runtime) -> dict:
     """
     native = engine.native_arch()
     image_id = engine.image_id(layout.local_tag(runtime.name)) if native in runtime.architectures else None
-    snapshot = hashlib.sha256()
-    dockerfiles = [layout.dockerfile(out, runtime.name)]
-    for arch in runtime.architectures:
-        dockerfiles.append(layout.dockerfile(out, runtime.name, arch))
-        snapshot.update(_bytes_or_none(layout.state_path(out, runtime.name, arch)))
-        folder = layout.arch_dir(out, runtime.name, arch)
-        tarballs = (
-            sorted(p for p in folder.glob(layout.TARBALL_GLOB) if not p.name.startswith(".")) if folder.is_dir() else []
-        )
-        snapshot.update(json.dumps(export.fingerprint(tarballs)).encode())
-    for path in dockerfiles:
-        snapshot.update(_bytes_or_none(path))
     return {
         "version": VERSION,
         "image_id": image_id,
-        "snapshot": snapshot.hexdigest(),
+        "snapshot": fingerprint.snapshot_digest(out, runtime),
         "smoke": _smoke_fingerprint(runtime.smoke),
     }
-
-
-def _bytes_or_none(path: Path) -> bytes:
-    try:
-        return hashlib.sha256(path.read_bytes()).digest()
-    except OSError:
-        return b"missing"
 
 
 def _smoke_fingerprint(smoke: Smoke | None) -> str | None:
