@@ -4,7 +4,6 @@ the current one from `<out>`, the previous one kept locally.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,10 +127,6 @@ def dockerfile_layers(text: str) -> list[tuple[str, str]]:
     """(name, extension) of each tarball an `<arch>/Dockerfile.<rt>` ADDs, in order."""
     found = [layout.split_tarball_name(add.source) for add in add_instructions(text) if add.dest == "/"]
     return [name for name in found if name is not None]
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
 
 
 def _read_text(path: Path) -> str | None:
