@@ -62,13 +62,14 @@ def task_resolve():
 
 
 def task_export():
-    """Export each layer as <out>/<rt>/<arch>/<diff_id>.tar.xz (shared layers compressed once)."""
+    """Export each layer as <out>/<rt>/<arch>/<diff_id>.tar.xz (shared layers compressed once), with upstream's
+    manifest and config."""
     for rt in CATALOG.runtimes:
         yield {
             "name": rt.name,
             "actions": [(actions.export_runtime, [OUT, rt])],
             "file_dep": actions.state_files(OUT, rt),
-            "uptodate": [actions.tarballs_unchanged(OUT, rt), config_changed(actions.export_settings(rt))],
+            "uptodate": [actions.snapshot_unchanged(OUT, rt), config_changed(actions.export_settings(rt))],
             **SHOWN,
         }
 
@@ -99,13 +100,25 @@ def task_snapshot():
         }
 
 
+def task_load():
+    """Load each architecture as <rt>:<arch> from upstream's config and the tarballs: image ID = upstream's."""
+    for rt in CATALOG.runtimes:
+        yield {
+            "name": rt.name,
+            "actions": [(actions.load_runtime, [OUT, rt])],
+            "task_dep": [f"snapshot:{rt.name}"],
+            "uptodate": [actions.images_loaded(OUT, rt)],
+            **SHOWN,
+        }
+
+
 def task_build():
-    """Build <rt>:local from <out>/<rt> with the Docker engine (`doit build:<rt>`)."""
+    """Build <rt>:local from <out>/<rt> with the Docker engine, and load <rt>:<arch> (`doit build:<rt>`)."""
     for rt in CATALOG.runtimes:
         yield {
             "name": rt.name,
             "actions": [(actions.build_runtime, [OUT, rt])],
-            "task_dep": [f"snapshot:{rt.name}"],
+            "task_dep": [f"snapshot:{rt.name}", f"load:{rt.name}"],
             "uptodate": [actions.image_current(OUT, rt)],
             "clean": [(actions.clean_image, [rt])],
             **SHOWN,
@@ -148,13 +161,24 @@ def task_changes():
         }
 
 
+def task_verify_branch():
+    """Prove offline that a clone of a published branch is upstream's image (`doit verify_branch clone=PATH`)."""
+    return {
+        "actions": [(actions.verify_branch, [get_var("clone", None), get_var("manifest", None)])],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
+
+
 def task_verify():
-    """Prove each built image is upstream's and answers an invocation; table and reports (`doit verify:<rt>`)."""
+    """Prove, offline, each image is upstream's and answers an invocation; table and reports (`doit verify:<rt>`)."""
+    # Alone it asks no registry and changes no snapshot; with pipeline tasks on the command line it runs after them.
+    after = actions.requested_with_pipeline(sys.argv)
     for rt in CATALOG.runtimes:
         yield {
             "name": rt.name,
             "actions": [(actions.verify_runtime, [OUT, CATALOG, rt])],
-            "task_dep": [f"build:{rt.name}"],
+            "task_dep": [f"build:{rt.name}"] if after else [],
             "uptodate": [actions.verification_current(OUT, rt)],
             "teardown": [(actions.verify_report, [OUT, CATALOG])],
             **SHOWN,

@@ -1,4 +1,4 @@
-"""The Docker engine, the only module that talks to it: connect, build, inspect, save, run and remove."""
+"""The Docker engine, the only module that talks to it: connect, build, load, inspect, save, run and remove."""
 
 from __future__ import annotations
 
@@ -70,6 +70,23 @@ def save_image(image: str, chunk_size: int) -> Iterator[bytes]:
         raise EngineError(str(exc)) from None
 
 
+def load(chunks: Iterator[bytes], label: str) -> list[str]:
+    """`docker load` of a docker-archive streamed from `chunks`; the names (tags or IDs) of the images it loaded."""
+    loaded = []
+    try:
+        for message in client().api.load_image(chunks):
+            if "error" in message:
+                detail = (message.get("errorDetail") or {}).get("message") or message["error"]
+                raise EngineError(f"{label}: docker load failed: {detail.strip()}")
+            text = (message.get("stream") or "").strip()
+            for prefix in ("Loaded image: ", "Loaded image ID: "):
+                if text.startswith(prefix):
+                    loaded.append(text.removeprefix(prefix))
+    except _FAULTS as exc:
+        raise EngineError(f"{label}: docker load on {engine_name()} failed: {_first_line(exc)}") from None
+    return loaded
+
+
 def remove_image(tag: str) -> bool:
     """Untag (and, when it was the last tag, remove) an image; False when there was none."""
     if image_id(tag) is None:
@@ -121,6 +138,20 @@ def running_container(image: str, **options) -> Iterator[Container]:
             container.remove(force=True)
         except _FAULTS as exc:
             raise EngineError(_first_line(exc)) from None
+
+
+def run_to_exit(image: str, timeout: float, **options) -> int:
+    """Run a container of `image` to its end and remove it; its exit code.
+
+    Raises:
+        EngineError: the engine could not start it (e.g. `exec format error`) or it outlived `timeout`.
+    """
+    with running_container(image, **options) as container:
+        try:
+            result = container._container.wait(timeout=timeout)
+        except _FAULTS as exc:
+            raise EngineError(_first_line(exc)) from None
+    return int(result.get("StatusCode", -1))
 
 
 def _first_line(exc: Exception) -> str:

@@ -68,9 +68,38 @@ def split_tarball_name(name: str) -> tuple[str, str] | None:
     return None
 
 
+# Upstream's own JSON documents, byte for byte, beside the tarballs and named by their digests like them:
+# `sha256sum <hex>.manifest.json` prints <hex>. Manifests and configs in `<rt>/<arch>/`, the index in `<rt>/`.
+DOCUMENT_KINDS = ("index", "manifest", "config")
+DOCUMENT_GLOB = "*.json"
+
+
+def document_name(digest: str, kind: str) -> str:
+    """The file name of an upstream index, manifest or config: `<hex>.<kind>.json`."""
+    return f"{digest.removeprefix('sha256:')}.{kind}.json"
+
+
+def split_document_name(name: str) -> tuple[str, str] | None:
+    """(hex, kind) of an upstream document's file name, or None for any other name."""
+    parts = name.split(".")
+    if len(parts) == 3 and parts[1] in DOCUMENT_KINDS and parts[2] == "json" and len(parts[0]) == 64:
+        return parts[0], parts[1]
+    return None
+
+
+def documents_cache(out: Path) -> Path:
+    """Where resolve keeps every upstream index, manifest and config it fetched, by hex digest."""
+    return Path(out) / CACHE / "documents"
+
+
 def local_tag(runtime: str) -> str:
-    """The tag of a runtime's Dockerfile build in the engine."""
+    """The tag of a runtime's Dockerfile build in the engine (the engine's own architecture)."""
     return f"{runtime}:local"
+
+
+def loaded_tag(runtime: str, arch: str) -> str:
+    """The tag of a runtime's image loaded from upstream's config and layers: `<rt>:<arch>`, identical to upstream's."""
+    return f"{runtime}:{arch}"
 
 
 def default_arch(architectures: tuple[str, ...]) -> str:

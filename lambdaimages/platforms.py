@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform as _platform
 from dataclasses import dataclass
 
 
@@ -42,3 +43,8 @@ def catalog_name(name: str) -> str:
     """The catalog's name for any name of an architecture; an unknown name as it is."""
     found = lookup(name)
     return found.name if found else name
+
+
+def host() -> str:
+    """This machine's architecture by the catalog's name (`uname -m`), which a local engine shares."""
+    return catalog_name(_platform.machine())

@@ -10,6 +10,7 @@ from pathlib import Path
 from lambdaimages import layout
 from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
+from lambdaimages.snapshot import documents
 from lambdaimages.tools.dockerfile import add_instructions
 
 
@@ -25,16 +26,20 @@ def files(paths: list[Path]) -> list:
     return result
 
 
-def named_tarballs(out: Path, runtime: Runtime) -> list[Path]:
-    """The tarballs the state files name, architecture by architecture in layer order; [] while a state is missing."""
+def exported_files(out: Path, runtime: Runtime) -> list[Path]:
+    """What export writes for the state files: per architecture the tarballs in layer order, then upstream's
+    documents; [] while a state is missing."""
     paths = []
+    states = {}
     for arch in runtime.architectures:
         try:
-            state = states_on_disk.read(out, runtime.name, arch)
+            states[arch] = states_on_disk.read(out, runtime.name, arch)
         except (FileNotFoundError, ValueError):
             return []
         folder = layout.arch_dir(out, runtime.name, arch)
-        paths += [folder / layer.tarball(runtime.extension) for layer in state.layers]
+        paths += [folder / layer.tarball(runtime.extension) for layer in states[arch].layers]
+    for state in states.values():
+        paths += documents.paths(out, runtime, state)
     return paths
 
 
@@ -49,14 +54,12 @@ def snapshot_digest(out: Path, runtime: Runtime) -> str:
     """One digest of the whole snapshot: state files, Dockerfiles and every tarball present in its folders."""
     snapshot = hashlib.sha256()
     dockerfiles = [layout.dockerfile(out, runtime.name)]
+    snapshot.update(json.dumps(files(_present(layout.runtime_dir(out, runtime.name), _is_document))).encode())
     for arch in runtime.architectures:
         dockerfiles.append(layout.dockerfile(out, runtime.name, arch))
         snapshot.update(_digest_or_missing(layout.state_path(out, runtime.name, arch)))
         folder = layout.arch_dir(out, runtime.name, arch)
-        tarballs = (
-            sorted(p for p in folder.glob(layout.TARBALL_GLOB) if not p.name.startswith(".")) if folder.is_dir() else []
-        )
-        snapshot.update(json.dumps(files(tarballs)).encode())
+        snapshot.update(json.dumps(files(_present(folder, _is_tarball) + _present(folder, _is_document))).encode())
     for path in dockerfiles:
         snapshot.update(_digest_or_missing(path))
     return snapshot.hexdigest()
@@ -67,3 +70,16 @@ def _digest_or_missing(path: Path) -> bytes:
         return hashlib.sha256(path.read_bytes()).digest()
     except OSError:
         return b"missing"
+
+
+def _is_tarball(path: Path) -> bool:
+    return layout.split_tarball_name(path.name) is not None
+
+
+def _is_document(path: Path) -> bool:
+    return layout.split_document_name(path.name) is not None
+
+
+def _present(folder: Path, wanted) -> list[Path]:
+    """The files of `folder` that `wanted` accepts, sorted; [] when there is no folder."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and wanted(p)) if folder.is_dir() else []

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 from lambdaimages import platforms
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import RegistryError
 from lambdaimages.registry import credentials
 from lambdaimages.registry.client import INDEX_TYPES, MANIFEST_TYPES, RegistryClient, client_settings
+from lambdaimages.snapshot import documents
 from lambdaimages.state import Layer, State
 
 GZIP_TYPES = (
@@ -41,17 +43,23 @@ def client_for(registry: str) -> RegistryClient:
         return _clients[registry]
 
 
-def resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: State | None = None) -> State:
+def resolve(runtime: Runtime, arch: str, client: RegistryClient, out: Path, previous: State | None = None) -> State:
     """The upstream state of `runtime` on `arch`: digests, the whole config, layers with diff_ids.
 
     With the previous state of the same reference, an unchanged digest is not fetched below:
     a digest commits to everything under it, so a poll with nothing new downloads no blob.
+    The index, manifest and config bytes go to the documents cache of `out` (see snapshot.documents).
     """
     context = {"runtime": runtime.name, "arch": arch, "reference": runtime.image}
     if previous is not None and previous.reference != runtime.image:
         previous = None
     try:
-        return _resolve(runtime, arch, client, previous)
+        fetched: dict[str, bytes] = {}
+        state = _resolve(runtime, arch, client, previous, fetched)
+        for digest, data in fetched.items():
+            documents.keep(out, digest, data)
+        documents.fetch_missing(out, state, client)
+        return state
     except RegistryError as exc:
         raise exc.within(**context) from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -60,9 +68,12 @@ def resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: State
         raise RegistryError(f"malformed manifest or image config: {detail}", **context) from None
 
 
-def _resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: State | None) -> State:
+def _resolve(
+    runtime: Runtime, arch: str, client: RegistryClient, previous: State | None, fetched: dict[str, bytes]
+) -> State:
     platform = platforms.get(arch).oci
     top = client.get_manifest(runtime.repository, runtime.reference)
+    fetched[top.digest] = top.body
     index_digest = None
     if top.media_type in INDEX_TYPES:
         index_digest = top.digest
@@ -83,6 +94,7 @@ def _resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: Stat
             )
             raise RegistryError(f"no linux/{platform} image in the index (it offers {', '.join(offered) or 'none'})")
         manifest = client.get_manifest(runtime.repository, matches[0]["digest"])
+        fetched[manifest.digest] = manifest.body
     elif top.media_type in MANIFEST_TYPES:
         manifest = top
     else:
@@ -92,7 +104,9 @@ def _resolve(runtime: Runtime, arch: str, client: RegistryClient, previous: Stat
     if previous is not None and previous.config_digest == config_digest:
         config = previous.config
     else:
-        config = json.loads(client.get_blob(runtime.repository, config_digest, body["config"].get("size")))
+        config_bytes = client.get_blob(runtime.repository, config_digest, body["config"].get("size"))
+        fetched[config_digest] = config_bytes
+        config = json.loads(config_bytes)
     if config.get("architecture") != platform or config.get("os", "linux") != "linux":
         raise RegistryError(
             f"wrong architecture under the tag: asked for linux/{platform}, "

@@ -12,9 +12,10 @@ from doit.exceptions import TaskFailed
 from lambdaimages import engine, layout
 from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
-from lambdaimages.errors import ProjectError, PublishError, RenderError
+from lambdaimages.errors import EngineError, OutputError, ProjectError, PublishError, RenderError
+from lambdaimages.image import load
 from lambdaimages.publish import branches
-from lambdaimages.snapshot import export, fingerprint, render, resolve
+from lambdaimages.snapshot import documents, export, fingerprint, render, resolve
 
 
 class ProjectFailure(TaskFailed):
@@ -47,7 +48,7 @@ def resolve_runtime(out: Path, runtime: Runtime) -> dict:
     client = resolve.client_for(runtime.registry)
     states = []
     for arch in runtime.architectures:
-        state = resolve.resolve(runtime, arch, client, states_on_disk.read_or_none(out, runtime.name, arch))
+        state = resolve.resolve(runtime, arch, client, out, states_on_disk.read_or_none(out, runtime.name, arch))
         try:
             render.dockerfile_context(runtime, state)  # a config no Dockerfile can express stops here
         except RenderError as exc:
@@ -78,19 +79,22 @@ def export_runtime(out: Path, runtime: Runtime) -> dict:
     states = {arch: states_on_disk.read(out, runtime.name, arch) for arch in runtime.architectures}
     # Every layer of every architecture into the cache first: a fault stops the export before the snapshot changes.
     export.fetch(runtime, states, out, client)
-    tarballs = []
+    for state in states.values():
+        documents.fetch_missing(out, state, client)
+    written = []
     for arch, state in states.items():
-        tarballs += export.export(runtime, arch, state, out, client)
+        written += export.export(runtime, arch, state, out, client)
+    written += documents.place(out, runtime, states)
     export.drop_other_architectures(out, runtime)
-    return {"tarballs": fingerprint.files(tarballs)}
+    return {"files": fingerprint.files(written)}
 
 
-def tarballs_unchanged(out: Path, runtime: Runtime):
-    """doit uptodate check: every tarball is still the file the last export left."""
+def snapshot_unchanged(out: Path, runtime: Runtime):
+    """doit uptodate check: every tarball and upstream document is still the file the last export left."""
 
     def check(task, values) -> bool:
-        saved = values.get("tarballs")
-        paths = fingerprint.named_tarballs(out, runtime)
+        saved = values.get("files")
+        paths = fingerprint.exported_files(out, runtime)
         return bool(saved) and bool(paths) and saved == fingerprint.files(paths)
 
     return check
@@ -143,7 +147,7 @@ def build_runtime(out: Path, runtime: Runtime) -> dict:
     others = [a for a in runtime.architectures if a != native]
     if others and native not in _said_not_built:
         _said_not_built.add(native)
-        print(f"The engine is {native}: other architectures are snapshotted and rendered, not built.")
+        print(f"The engine is {native}: Dockerfile builds are {native} only; each architecture loads as <rt>:<arch>.")
     if plan is None:
         print(f"{runtime.name}: no {native} image in the catalog; nothing to build")
         return {"inputs": None, "image_id": None}
@@ -169,6 +173,32 @@ def image_current(out: Path, runtime: Runtime):
     return check
 
 
+# -- load ----------------------------------------------------------------------------------
+
+
+@one_line_errors
+def load_runtime(out: Path, runtime: Runtime) -> dict:
+    """Load every architecture that is not in the engine as the snapshot's image (`<rt>:<arch>`)."""
+    for arch in runtime.architectures:
+        if load.is_loaded(out, runtime, arch):
+            continue
+        image = load.load(out, runtime, arch)
+        print(f"{runtime.name}: loaded {layout.loaded_tag(runtime.name, arch)} {image} (upstream's config digest)")
+    return {}
+
+
+def images_loaded(out: Path, runtime: Runtime):
+    """doit uptodate check: every architecture's `<rt>:<arch>` is the image of the snapshot's config."""
+
+    def check(task, values) -> bool:
+        try:
+            return all(load.is_loaded(out, runtime, arch) for arch in runtime.architectures)
+        except (OSError, ProjectError):
+            return False
+
+    return check
+
+
 # -- clean ---------------------------------------------------------------------------------
 
 
@@ -181,11 +211,13 @@ def clean_snapshot(out: Path, runtime: Runtime) -> None:
 
 
 def clean_image(runtime: Runtime) -> None:
-    try:
-        if engine.remove_image(layout.local_tag(runtime.name)):
-            print(f"removed image {layout.local_tag(runtime.name)}")
-    except ProjectError as exc:
-        print(f"{runtime.name}: {exc}")
+    tags = [layout.local_tag(runtime.name), *(layout.loaded_tag(runtime.name, a) for a in runtime.architectures)]
+    for tag in tags:
+        try:
+            if engine.remove_image(tag):
+                print(f"removed image {tag}")
+        except ProjectError as exc:
+            print(f"{runtime.name}: {exc}")
 
 
 # -- publish and changes ---------------------------------------------------------------------
@@ -222,6 +254,17 @@ def clean_private(out: Path, runtime: Runtime) -> None:
 
 # -- verify --------------------------------------------------------------------------------
 
+PIPELINE_STAGES = ("resolve", "export", "render", "snapshot", "load", "build")
+
+
+def requested_with_pipeline(argv: list[str]) -> bool:
+    """The command line asks for pipeline tasks besides verify (`doit build verify`): verify must wait for them.
+
+    Alone, `doit verify` depends on nothing: it checks what is on disk and in the engine, offline.
+    """
+    words = [arg for arg in argv[1:] if not arg.startswith("-") and "=" not in arg]
+    return any(word.split(":", 1)[0] in PIPELINE_STAGES for word in words)
+
 
 @one_line_errors
 def verify_runtime(out: Path, catalog, runtime: Runtime):
@@ -232,6 +275,7 @@ def verify_runtime(out: Path, catalog, runtime: Runtime):
     from lambdaimages.verify import checks as verify
     from lambdaimages.verify import reports
 
+    _missing_images(out, runtime)
     inputs = verify.inputs(out, runtime)
     result = verify.verify_runtime(out, runtime)
     reports.record(out, result, inputs)
@@ -239,6 +283,25 @@ def verify_runtime(out: Path, catalog, runtime: Runtime):
     if result.failed:
         return TaskFailed(result.failure_message())
     return {"inputs": inputs}
+
+
+def _missing_images(out: Path, runtime: Runtime) -> None:
+    """Build `<rt>:local` and load `<rt>:<arch>` when the engine lacks them, from the snapshot on disk as it is.
+
+    An image that is there is checked as it is (never rebuilt); a failure here shows as the checks' failure.
+    """
+    plan = build_plan(out, runtime)
+    try:
+        if plan is not None and engine.image_id(layout.local_tag(runtime.name)) is None:
+            context, dockerfile, _ = plan
+            if (context / dockerfile).is_file():
+                engine.build(context, dockerfile, layout.local_tag(runtime.name), label=runtime.name)
+        for arch in runtime.architectures:
+            if engine.image_id(layout.loaded_tag(runtime.name, arch)) is None:
+                if states_on_disk.read_or_none(out, runtime.name, arch) is not None:
+                    load.load(out, runtime, arch)
+    except (OutputError, EngineError) as exc:
+        print(f"{runtime.name}: {exc}")
 
 
 def verification_current(out: Path, runtime: Runtime):
@@ -276,3 +339,19 @@ def verify_report(out: Path, catalog) -> None:
     paths = reports.write(out, found)
     print(reports.table(found))
     print(reports.closing_line(found, paths), flush=True)
+
+
+@one_line_errors
+def verify_branch(clone: str | None, manifest: str | None):
+    """Check a clone of a published branch offline; fail naming each file that is not upstream's."""
+    from lambdaimages.verify import branch, reports
+
+    if not clone:
+        raise ProjectError("which clone? `doit verify_branch clone=PATH [manifest=sha256:...]`")
+    result, named = branch.verify_clone(Path(clone), manifest)
+    print("\n".join(reports.describe(result)), flush=True)
+    if result.failed:
+        return TaskFailed(f"{clone}: {result.failure_message()}")
+    digests = ", ".join(f"{arch} {digest}" for arch, digest in named.manifests.items())
+    print(f"{clone}: branch {named.runtime} is upstream's image {named.reference} (manifests {digests})")
+    return {}

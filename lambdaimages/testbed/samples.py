@@ -26,8 +26,11 @@ from lambdaimages.registry.client import (
     RegistryClient,
     sha256_digest,
 )
+from lambdaimages.testbed import ROOT
 
 BUSYBOX = Path("/usr/bin/busybox")  # Debian busybox-static: one static binary, runs in FROM-scratch images
+# The other architecture's busybox-static, unpacked by scripts/setup from Debian's .deb (run under qemu).
+FOREIGN_BUSYBOX = ROOT / ".venv" / "share" / "busybox-static"
 APPLETS = ("sh", "cat", "echo", "sed", "wget", "mkdir", "rm", "printf", "tr", "head", "grep", "cut")
 MTIME = 1704067200  # 2024-01-01T00:00:00Z, for every tar member
 CREATED = "2024-01-01T00:00:00Z"
@@ -217,7 +220,7 @@ def lambda_like_image(
 
     Args:
         name: runtime name, e.g. "python3.12" (letters, digits, `.`, `_`, `-`).
-        arch: amd64/x86_64 or arm64/aarch64; the busybox binary is the host's for both.
+        arch: amd64/x86_64 or arm64/aarch64; busybox is a static binary of that architecture (see busybox_path).
         version: the function's version, as a moved upstream tag would change it.
         extra_files: files for an extra last layer.
     """
@@ -253,12 +256,21 @@ def lambda_like_image(
     return SampleImage(tuple(layers), config)
 
 
+def busybox_path(architecture: str) -> Path:
+    """The static busybox of an architecture (OCI name): the host's own, or the one scripts/setup fetched."""
+    arch = platforms.get(platforms.catalog_name(architecture))
+    if arch.name == platforms.host():
+        return BUSYBOX
+    return FOREIGN_BUSYBOX / arch.oci / "busybox"
+
+
 @cache
 def _base_layer(architecture: str) -> Layer:
+    path = busybox_path(architecture)
     try:
-        busybox = BUSYBOX.read_bytes()
+        busybox = path.read_bytes()
     except OSError as exc:
-        raise FileNotFoundError(f"sample images need {BUSYBOX} (Debian package busybox-static): {exc}") from None
+        raise FileNotFoundError(f"sample images need {path} (busybox-static; run scripts/setup): {exc}") from None
     os_release = b'NAME="Lambda Sample Linux"\nID=lambda-sample\nVERSION_ID="1"\nPRETTY_NAME="Lambda Sample Linux 1"\n'
     return layer_from_files(
         [

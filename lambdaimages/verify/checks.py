@@ -1,13 +1,18 @@
-"""Prove that a built image is upstream's image (tarballs, file tree, config) and that it answers a Lambda invocation.
+"""Prove that the images are upstream's (tarballs, identity, file tree, config) and that they answer an invocation.
 
-Four checks per runtime and architecture; only the first applies to an architecture the engine did not build:
+Five checks per runtime and architecture, on what is on disk and in the engine (no registry is asked):
 
 1. tarballs: every tarball decompresses to bytes whose sha256 is its name and the upstream diff_id at its position,
    and every Dockerfile ADDs exactly upstream's layers in upstream's order.
-2. tree: the merged filesystem of the built image equals the merged filesystem of the tarballs, entry by entry.
-3. config: Env (as name -> value), Entrypoint, Cmd, WorkingDir, User, Labels, ExposedPorts, Volumes, StopSignal,
+2. identity: upstream's manifest file hashes to the manifest digest resolved upstream, names the config file's
+   digest, the config file hashes to its name, and the loaded image `<rt>:<arch>` has that digest as its ID.
+3. tree: the merged filesystem of the image equals the merged filesystem of the tarballs, entry by entry.
+4. config: Env (as name -> value), Entrypoint, Cmd, WorkingDir, User, Labels, ExposedPorts, Volumes, StopSignal,
    architecture and os equal upstream's.
-4. invoke: the image, run the way Lambda runs it against our Runtime API server, answers the catalog's smoke test.
+5. invoke: the image, run the way Lambda runs it against our Runtime API server, answers the catalog's smoke test.
+
+Checks 3-5 run on the Dockerfile build `<rt>:local` for the engine's own architecture, and on the loaded
+`<rt>:<arch>` for the others (whose invocation runs under emulation when the engine can run them).
 """
 
 from __future__ import annotations
@@ -37,13 +42,15 @@ from lambdaimages.snapshot import fingerprint
 from lambdaimages.state import State
 from lambdaimages.tools.dockerfile import Add, add_instructions
 from lambdaimages.tools.tree import CHUNK, Entry, diff_trees, layers_of_docker_save, merge_layers
+from lambdaimages.verify import emulation
+from lambdaimages.verify.chain import follow
 from lambdaimages.verify.runtime_api import PREFIX, RuntimeAPIServer
 
-VERSION = 1  # part of every verification's inputs: a change of what the checks prove reruns them all
-CHECKS = ("tarballs", "tree", "config", "invoke")
+VERSION = 2  # part of every verification's inputs: a change of what the checks prove reruns them all
+CHECKS = ("tarballs", "identity", "tree", "config", "invoke")
 PASS = "pass"
 FAIL = "FAIL"
-NOT_BUILT = "not built"
+CANNOT_RUN = "cannot run"
 NO_SMOKE = "no smoke test"
 SKIPPED = "skipped"
 LABEL = "lambdaimages.verify"  # on every smoke-test container: its value is the runtime
@@ -140,12 +147,14 @@ def verify_runtime(out: Path, runtime: Runtime, image: str | None = None) -> Run
         EngineError: the engine does not answer.
     """
     native = engine.native_arch()
-    image = image or layout.local_tag(runtime.name)
-    results = [_verify_arch(out, runtime, arch, image if arch == native else None) for arch in runtime.architectures]
+    results = []
+    for arch in runtime.architectures:
+        subject = (image or layout.local_tag(runtime.name)) if arch == native else layout.loaded_tag(runtime.name, arch)
+        results.append(_verify_arch(out, runtime, arch, subject, emulated=arch != native))
     return RuntimeResult(runtime.name, tuple(results))
 
 
-def _verify_arch(out: Path, runtime: Runtime, arch: str, image: str | None) -> ArchResult:
+def _verify_arch(out: Path, runtime: Runtime, arch: str, image: str, emulated: bool) -> ArchResult:
     started = time.monotonic()
     try:
         state = states_on_disk.read(out, runtime.name, arch)
@@ -153,15 +162,14 @@ def _verify_arch(out: Path, runtime: Runtime, arch: str, image: str | None) -> A
         missing = Check("tarballs", FAIL, f"no snapshot: {layout.state_path(out, runtime.name, arch)}: {exc}")
         rest = [Check(name, SKIPPED, "no snapshot") for name in CHECKS[1:]]
         return ArchResult(runtime.name, arch, (missing, *rest))
-    tarballs, upstream_tree, tree_error = check_tarballs(out, runtime, arch, state, tree=image is not None)
+    tarballs, upstream_tree, tree_error = check_tarballs(out, runtime, arch, state, tree=True)
     tarballs = dataclasses.replace(tarballs, seconds=time.monotonic() - started)
-    if image is None:
-        rest = [Check(name, NOT_BUILT, f"the engine does not build {arch}") for name in CHECKS[1:]]
-        return ArchResult(runtime.name, arch, (tarballs, *rest))
+    identity = check_identity(out, runtime, state)
     found = engine.inspect_image(image)
     if found is None:
         gone = f"image {image} not found: run doit build:{runtime.name}"
-        return ArchResult(runtime.name, arch, (tarballs, *(Check(name, FAIL, gone) for name in CHECKS[1:])), (), image)
+        rest = (Check(name, FAIL, gone) for name in CHECKS[2:])
+        return ArchResult(runtime.name, arch, (tarballs, identity, *rest), (), image)
     started = time.monotonic()
     if tree_error is not None:
         tree = Check("tree", FAIL, tree_error)
@@ -175,8 +183,31 @@ def _verify_arch(out: Path, runtime: Runtime, arch: str, image: str | None) -> A
         config = Check("config", FAIL, problems[0] + _more(problems), tuple(problems[:DETAILS]))
     else:
         config = Check("config", PASS, "equal to upstream's")
-    checks = (tarballs, tree, config, check_invoke(runtime, found["Id"]))
+    why_not = emulation.cannot_run(arch) if emulated else None
+    invoke = Check("invoke", CANNOT_RUN, why_not) if why_not else check_invoke(runtime, found["Id"])
+    checks = (tarballs, identity, tree, config, invoke)
     return ArchResult(runtime.name, arch, checks, tuple(notes), image, found["Id"])
+
+
+def check_identity(out: Path, runtime: Runtime, state: State) -> Check:
+    """Check 2: the chain from upstream's manifest digest to the config file, and `<rt>:<arch>`'s ID at its end."""
+    arch = state.architecture
+    chain = follow(layout.arch_dir(out, runtime.name, arch), state.manifest_digest, f"{arch}/")
+    problems = list(chain.problems)
+    if chain.config_digest is not None and chain.config_digest != state.config_digest:
+        problems.append(f"the manifest names config {chain.config_digest}, resolved upstream was {state.config_digest}")
+    if chain.config is not None and chain.diff_ids != [layer.diff_id for layer in state.layers]:
+        problems.append("the config file's diff_ids are not the layers resolved upstream")
+    tag = layout.loaded_tag(runtime.name, arch)
+    loaded = engine.image_id(tag)
+    if loaded is None:
+        problems.append(f"image {tag} not found: run doit build:{runtime.name}")
+    elif loaded != state.config_digest:
+        problems.append(f"{tag} has ID {loaded}, not upstream's config digest {state.config_digest}")
+    if problems:
+        return Check("identity", FAIL, problems[0] + _more(problems), tuple(problems[:DETAILS]))
+    short = state.config_digest.removeprefix("sha256:")[:12]
+    return Check("identity", PASS, f"{tag} ID {short} = upstream's config digest (manifest {state.manifest_digest})")
 
 
 def _more(problems: list[str]) -> str:
@@ -573,14 +604,16 @@ def _cut(text: str) -> str:
 def inputs(out: Path, runtime: Runtime) -> dict:
     """Everything a verification of `runtime` reads, condensed: when it changes, the verification reruns.
 
-    The image id of `<rt>:local` (if the engine builds one of its architectures), the snapshot (state files,
-    Dockerfiles, the identity of every tarball), the smoke test and its files.
+    The image id of `<rt>:local` (if the engine builds one of its architectures) and of every `<rt>:<arch>`,
+    the snapshot (state files, documents, Dockerfiles, the identity of every tarball), the smoke test and its files.
     """
     native = engine.native_arch()
     image_id = engine.image_id(layout.local_tag(runtime.name)) if native in runtime.architectures else None
+    loaded = {arch: engine.image_id(layout.loaded_tag(runtime.name, arch)) for arch in runtime.architectures}
     return {
         "version": VERSION,
         "image_id": image_id,
+        "loaded": loaded,
         "snapshot": fingerprint.snapshot_digest(out, runtime),
         "smoke": _smoke_fingerprint(runtime.smoke),
     }

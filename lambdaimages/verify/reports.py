@@ -214,7 +214,7 @@ def describe(result: RuntimeResult) -> list[str]:
             if check.failed:
                 lines.append(f"  {FAIL} {check.name}: {check.summary}")
                 lines += [f"    {line}" for line in check.details]
-            elif check.status not in (PASS, verify.NOT_BUILT):
+            elif check.status != PASS:
                 lines.append(f"  {check.name}: {check.status}: {check.summary}")
     return lines
 

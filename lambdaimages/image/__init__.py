@@ -1,0 +1,1 @@
+"""Images from a snapshot: loaded from upstream's config and layers, pushed to a registry."""

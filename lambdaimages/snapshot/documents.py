@@ -1,0 +1,76 @@
+"""Upstream's index, manifest and config, byte for byte: kept by resolve, placed beside the tarballs by export.
+
+They anchor a chain anyone can check offline: the manifest's bytes hash to the digest upstream shows, the
+manifest names the config's digest, the config's bytes hash to it and list the diff_ids, which name the
+tarballs. Every file is named by its own digest (`layout.document_name`), like the tarballs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from lambdaimages import layout
+from lambdaimages.catalog import Runtime
+from lambdaimages.errors import DigestMismatch
+from lambdaimages.registry.client import RegistryClient
+from lambdaimages.state import State
+from lambdaimages.tools.files import atomic_file, link_or_copy
+
+
+def keep(out: Path, digest: str, data: bytes) -> None:
+    """Put verified bytes into the documents cache (once: the name commits to the content)."""
+    actual = "sha256:" + hashlib.sha256(data).hexdigest()
+    if actual != digest:
+        raise DigestMismatch(f"document {digest} hashes to {actual}")
+    path = layout.documents_cache(out) / digest.removeprefix("sha256:")
+    if not path.is_file():
+        with atomic_file(path) as f:
+            f.write(data)
+
+
+def cached(out: Path, digest: str) -> Path | None:
+    """The cached bytes of an upstream document, or None when resolve has not kept them."""
+    path = layout.documents_cache(out) / digest.removeprefix("sha256:")
+    return path if path.is_file() else None
+
+
+def fetch_missing(out: Path, state: State, client: RegistryClient) -> None:
+    """Fetch (by digest, verified) what the cache lacks of a state's manifest and config.
+
+    States resolved before documents were kept gain them this way; their layers are not fetched again.
+    """
+    if cached(out, state.manifest_digest) is None:
+        keep(out, state.manifest_digest, client.get_manifest(state.repository, state.manifest_digest).body)
+    if cached(out, state.config_digest) is None:
+        keep(out, state.config_digest, client.get_blob(state.repository, state.config_digest))
+    if state.index_digest and cached(out, state.index_digest) is None:
+        keep(out, state.index_digest, client.get_manifest(state.repository, state.index_digest).body)
+
+
+def paths(out: Path, runtime: Runtime, state: State) -> list[Path]:
+    """Where a snapshot keeps a state's documents: manifest and config in `<rt>/<arch>/`, the index in `<rt>/`."""
+    folder = layout.arch_dir(out, runtime.name, state.architecture)
+    found = [
+        folder / layout.document_name(state.manifest_digest, "manifest"),
+        folder / layout.document_name(state.config_digest, "config"),
+    ]
+    if state.index_digest:
+        found.append(layout.runtime_dir(out, runtime.name) / layout.document_name(state.index_digest, "index"))
+    return found
+
+
+def place(out: Path, runtime: Runtime, states: dict[str, State]) -> list[Path]:
+    """Link every state's documents from the cache into the snapshot; drop the documents of older snapshots."""
+    wanted = []
+    for state in states.values():
+        for path in paths(out, runtime, state):
+            hex_digest = layout.split_document_name(path.name)[0]
+            link_or_copy(layout.documents_cache(out) / hex_digest, path)
+            wanted.append(path)
+    folders = [layout.runtime_dir(out, runtime.name), *(layout.arch_dir(out, runtime.name, a) for a in states)]
+    for folder in folders:
+        for stale in folder.glob(layout.DOCUMENT_GLOB):
+            if layout.split_document_name(stale.name) is not None and stale not in wanted:
+                stale.unlink()
+    return wanted

@@ -1,0 +1,182 @@
+"""Prove, offline, that a clone of a published branch is upstream's image: `doit verify_branch clone=PATH`.
+
+From the manifest digests that the branch's commit message and README name (they must agree, and equal
+`manifest=` when given), per architecture: the chain of verify.chain; the tarballs against the config's
+diff_ids and the Dockerfiles' ADD lines against their order; the image loaded from the clone's files, whose
+ID must be upstream's config digest; and for the engine's own architecture the Dockerfile build, whose file
+tree and config must equal upstream's. No registry is asked; only the engine is used.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from lambdaimages import engine, layout
+from lambdaimages.catalog import Runtime
+from lambdaimages.errors import EngineError, ProjectError
+from lambdaimages.image.archive import docker_archive
+from lambdaimages.state import Layer, State
+from lambdaimages.verify import checks
+from lambdaimages.verify.chain import follow
+
+TAG_PREFIX = "lambdaimages-branch"
+
+
+@dataclass(frozen=True)
+class Anchors:
+    """What the branch says it is: runtime name, upstream reference, manifest digest per architecture."""
+
+    runtime: str
+    reference: str
+    manifests: dict[str, str]
+
+
+def anchors(clone: Path) -> Anchors:
+    """The runtime and manifest digests named by the clone's last commit message, checked against its README.
+
+    Raises:
+        ProjectError: not a published branch, or README and commit disagree.
+    """
+    try:
+        message = subprocess.run(
+            ["git", "-C", str(clone), "log", "-1", "--format=%B"], capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise ProjectError(f"{clone}: not a git clone of a published branch ({exc})") from None
+    first = re.match(r"Update source for (\S+) image", message)
+    if first is None:
+        raise ProjectError(f"{clone}: the last commit is not a published snapshot (`Update source for <rt> image`)")
+    runtime = first[1]
+    reference = (re.search(r"^Upstream: (\S+)$", message, re.M) or [None, "?"])[1]
+    from_commit = dict(re.findall(r"^([\w.-]+): (sha256:[0-9a-f]{64})$", message, re.M))
+    from_commit.pop("Index", None)
+    try:
+        readme = (clone / "README.md").read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProjectError(f"{clone}/README.md: cannot be read: {exc.strerror}") from None
+    from_readme = dict(re.findall(r"^\| ([\w.-]+) \| `(sha256:[0-9a-f]{64})` \|", readme, re.M))
+    if not from_commit or from_commit != from_readme:
+        raise ProjectError(
+            f"{clone}: README.md names manifests {from_readme or 'none'}, the commit names {from_commit or 'none'}"
+        )
+    return Anchors(runtime, reference, from_commit)
+
+
+def verify_clone(clone: Path, manifest: str | None = None) -> tuple[checks.RuntimeResult, Anchors]:
+    """Check a clone of a published branch; the result (as `doit verify` shows it) and what the branch names.
+
+    Args:
+        clone: the clone's work tree, after `git lfs pull`.
+        manifest: a manifest digest the user got from upstream; it must be one the branch names.
+
+    Raises:
+        ProjectError: the clone is not a published branch, or does not name `manifest`.
+        EngineError: the engine does not answer.
+    """
+    clone = Path(clone).resolve()
+    found = anchors(clone)
+    if manifest and manifest not in found.manifests.values():
+        named = ", ".join(f"{a} {d}" for a, d in found.manifests.items())
+        raise ProjectError(f"{clone}: the branch is not upstream's manifest {manifest} (it names {named})")
+    extension = _extension(clone)
+    runtime = Runtime(found.runtime, "", "", "", tuple(found.manifests), "xz" if extension == "tar.xz" else "gzip")
+    native = engine.native_arch()
+    with tempfile.TemporaryDirectory(prefix="lambdaimages-branch-") as tmp:
+        out = Path(tmp)  # `<out>/<rt>` is the clone, as check_tarballs expects a snapshot
+        (out / found.runtime).symlink_to(clone, target_is_directory=True)
+        results = [_verify_arch(out, runtime, arch, digest, found, native) for arch, digest in found.manifests.items()]
+    return checks.RuntimeResult(found.runtime, tuple(results)), found
+
+
+def _verify_arch(out: Path, runtime: Runtime, arch: str, digest: str, found: Anchors, native: str) -> checks.ArchResult:
+    folder = layout.arch_dir(out, runtime.name, arch)
+    chain = follow(folder, digest, f"{arch}/")
+    if chain.config is None:
+        failed = checks.Check("identity", checks.FAIL, chain.problems[0], tuple(chain.problems))
+        skipped = [checks.Check(n, checks.SKIPPED, "upstream's config is not in the clone") for n in checks.CHECKS]
+        return checks.ArchResult(runtime.name, arch, (skipped[0], failed, *skipped[2:]))
+    state = State(
+        runtime=runtime.name,
+        architecture=arch,
+        reference=found.reference,
+        repository="",
+        index_digest=None,
+        manifest_digest=digest,
+        config_digest=chain.config_digest,
+        config=chain.config,
+        layers=tuple(Layer("", "", 0, diff_id) for diff_id in chain.diff_ids),
+    )
+    tarballs, upstream_tree, tree_error = checks.check_tarballs(out, runtime, arch, state, tree=arch == native)
+    problems = list(chain.problems)
+    loaded = None
+    if tarballs.status == checks.PASS:
+        loaded = _load(folder, runtime, state, problems)
+    if problems:
+        identity = checks.Check("identity", checks.FAIL, problems[0], tuple(problems))
+    elif loaded is None:
+        identity = checks.Check("identity", checks.SKIPPED, "not loaded: the tarballs failed their check")
+    else:
+        identity = checks.Check("identity", checks.PASS, f"loaded image ID {loaded} = upstream's config digest")
+    if arch != native:
+        rest = [checks.Check(n, checks.SKIPPED, f"the engine builds {native} only") for n in checks.CHECKS[2:]]
+        return checks.ArchResult(runtime.name, arch, (tarballs, identity, *rest))
+    if upstream_tree is None:
+        why = tree_error or "upstream's tree comes from the tarballs, which failed their check"
+        rest = [checks.Check(n, checks.SKIPPED, why) for n in checks.CHECKS[2:]]
+        return checks.ArchResult(runtime.name, arch, (tarballs, identity, *rest))
+    tag = f"{TAG_PREFIX}/{runtime.name}:{arch}-build"
+    try:
+        image = engine.build(folder, f"Dockerfile.{runtime.name}", tag, label=f"{runtime.name} {arch}")
+    except EngineError as exc:
+        failed = checks.Check("tree", checks.FAIL, f"the Dockerfile does not build: {exc}")
+        return checks.ArchResult(runtime.name, arch, (tarballs, identity, failed, *_skipped("no build")))
+    try:
+        tree = checks.check_tree(upstream_tree, image)
+        config_problems, notes = checks.compare_config(state.config, engine.inspect_image(image) or {})
+    finally:
+        _remove(tag)
+    if config_problems:
+        config = checks.Check("config", checks.FAIL, config_problems[0], tuple(config_problems))
+    else:
+        config = checks.Check("config", checks.PASS, "equal to upstream's")
+    invoke = checks.Check("invoke", checks.SKIPPED, "a branch carries no smoke test")
+    return checks.ArchResult(runtime.name, arch, (tarballs, identity, tree, config, invoke), tuple(notes), tag, image)
+
+
+def _load(folder: Path, runtime: Runtime, state: State, problems: list[str]) -> str | None:
+    config = folder / layout.document_name(state.config_digest, "config")
+    tarballs = [folder / layer.tarball(runtime.extension) for layer in state.layers]
+    tag = f"{TAG_PREFIX}/{runtime.name}:{state.architecture}"
+    try:
+        engine.load(docker_archive(config.read_bytes(), config.name, tarballs, [tag]), label=runtime.name)
+        loaded = engine.image_id(tag)
+    except (EngineError, OSError) as exc:
+        problems.append(f"{state.architecture}: the engine did not load the clone's files: {exc}")
+        return None
+    finally:
+        _remove(tag)
+    if loaded != state.config_digest:
+        problems.append(f"{state.architecture}: loaded image ID {loaded}, upstream's config is {state.config_digest}")
+    return loaded
+
+
+def _skipped(why: str) -> list[checks.Check]:
+    return [checks.Check(n, checks.SKIPPED, why) for n in checks.CHECKS[3:]]
+
+
+def _remove(tag: str) -> None:
+    try:
+        engine.remove_image(tag)
+    except EngineError:
+        pass
+
+
+def _extension(clone: Path) -> str:
+    for extension in layout.TARBALL_EXTENSIONS:
+        if next(clone.glob(f"*/*.{extension}"), None) is not None:
+            return extension
+    return layout.TARBALL_EXTENSIONS[0]

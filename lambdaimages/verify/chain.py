@@ -1,0 +1,79 @@
+"""The offline chain from upstream's manifest digest to the tarballs, checked on the files of one architecture.
+
+The manifest's bytes hash to the digest upstream shows (registry, ECR console, `imagetools inspect`); the
+manifest names the config's digest; the config's bytes hash to it and list the diff_ids; the tarballs are
+named by them, in that order. Every link is checked on the files themselves: no registry is asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lambdaimages import layout
+
+
+@dataclass
+class Chain:
+    """Where the chain of one architecture led: the config (if reached), its diff_ids, and what was wrong."""
+
+    manifest_digest: str
+    config_digest: str | None = None
+    config: dict | None = None
+    diff_ids: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def follow(folder: Path, manifest_digest: str, label: str = "") -> Chain:
+    """Follow the chain in `folder` from `manifest_digest`; `label` prefixes the file names in problems."""
+    chain = Chain(manifest_digest)
+    manifest = _read(folder, manifest_digest, "manifest", label, chain)
+    if manifest is None:
+        return chain
+    try:
+        chain.config_digest = manifest["config"]["digest"]
+        manifest_layers = list(manifest["layers"])
+    except (KeyError, TypeError):
+        chain.problems.append(f"{label}{layout.document_name(manifest_digest, 'manifest')}: not an image manifest")
+        return chain
+    config = _read(folder, chain.config_digest, "config", label, chain)
+    if config is None:
+        return chain
+    chain.config = config
+    chain.diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+    if len(chain.diff_ids) != len(manifest_layers):
+        chain.problems.append(
+            f"{label}{layout.document_name(chain.config_digest, 'config')}: {len(chain.diff_ids)} diff_ids, "
+            f"but the manifest lists {len(manifest_layers)} layers"
+        )
+    wanted = {layout.document_name(manifest_digest, "manifest"), layout.document_name(chain.config_digest, "config")}
+    for stray in sorted(folder.glob(layout.DOCUMENT_GLOB)):
+        if stray.name not in wanted and layout.split_document_name(stray.name) is not None:
+            chain.problems.append(f"{label}{stray.name}: not part of upstream's image {manifest_digest}")
+    return chain
+
+
+def _read(folder: Path, digest: str, kind: str, label: str, chain: Chain) -> dict | None:
+    name = layout.document_name(digest, kind)
+    try:
+        data = (folder / name).read_bytes()
+    except FileNotFoundError:
+        chain.problems.append(f"{label}{name}: missing (upstream's {kind} {digest})")
+        return None
+    except OSError as exc:
+        chain.problems.append(f"{label}{name}: cannot be read: {exc.strerror}")
+        return None
+    actual = "sha256:" + hashlib.sha256(data).hexdigest()
+    if actual != digest:
+        chain.problems.append(f"{label}{name}: hashes to {actual}, not to its name (upstream's {kind} digest)")
+        return None
+    try:
+        found = json.loads(data)
+    except ValueError:
+        found = None
+    if not isinstance(found, dict):
+        chain.problems.append(f"{label}{name}: not JSON")
+        return None
+    return found
