@@ -148,6 +148,19 @@ def task_publish():
         }
 
 
+def task_push():
+    """Push every architecture and an index to a registry (`doit push:<rt> to=HOST[:PORT]/REPO[:TAG]`)."""
+    to = get_var("to", None)
+    for rt in CATALOG.runtimes:
+        yield {
+            "name": rt.name,
+            "actions": [(actions.push_runtime, [OUT, CATALOG, rt, to, sys.argv])],
+            "task_dep": [f"snapshot:{rt.name}"],
+            "uptodate": [False],
+            **SHOWN,
+        }
+
+
 def task_changes():
     """Print what changed upstream since the published branch or the previous snapshot (`doit changes:<rt>`)."""
     repo = branches.target_repo(get_var("repo", None), CATALOG)

@@ -14,11 +14,12 @@ from lambdaimages.errors import CatalogError
 from lambdaimages.registry.client import registry_url
 
 COMPRESSIONS = ("xz", "gzip")
-TOP_KEYS = {"defaults", "runtimes", "publish"}
+TOP_KEYS = {"defaults", "runtimes", "publish", "push"}
 SETTING_KEYS = {"registry", "architectures", "compression", "level"}
 RUNTIME_KEYS = SETTING_KEYS | {"image", "smoke"}
 SMOKE_KEYS = {"handler", "files", "event", "expect", "timeout"}
 PUBLISH_KEYS = {"repo"}
+PUSH_KEYS = {"to"}
 DEFAULTS = {
     "registry": "https://public.ecr.aws",
     "architectures": list(platforms.NAMES),
@@ -74,6 +75,7 @@ class Catalog:
     path: Path
     runtimes: tuple[Runtime, ...]
     publish_repo: str | None = None
+    push_to: str | None = None  # HOST[:PORT][/PREFIX]: `doit push` mirrors each runtime to PREFIX/<repository>:<tag>
     by_name: dict[str, Runtime] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -113,6 +115,11 @@ def parse(text: str, path: Path) -> Catalog:
         publish = ctx.mapping(top["publish"][1], "publish", PUBLISH_KEYS)
         if "repo" in publish:
             publish_repo = ctx.string(publish["repo"][1], "publish", "repo")
+    push_to = None
+    if "push" in top:
+        push = ctx.mapping(top["push"][1], "push", PUSH_KEYS)
+        if "to" in push:
+            push_to = ctx.string(push["to"][1], "push", "to")
     if "runtimes" not in top:
         raise CatalogError(f"{path}:{_line(root)}: the catalog has no 'runtimes' mapping")
     runtimes_node = top["runtimes"][1]
@@ -120,7 +127,7 @@ def parse(text: str, path: Path) -> Catalog:
     if not entries:
         raise CatalogError(f"{path}:{_line(runtimes_node)}: empty catalog: 'runtimes' lists no runtime")
     runtimes = tuple(ctx.runtime(name, key, node, defaults) for name, (key, node) in entries.items())
-    return Catalog(path, runtimes, publish_repo)
+    return Catalog(path, runtimes, publish_repo, push_to)
 
 
 def _line(node: yaml.Node) -> int:

@@ -516,7 +516,7 @@ def test_second_run_on_the_same_output_is_refused_and_the_first_completes(big, t
 
 
 @pytest.mark.parametrize("engine", ["tcp://127.0.0.1:{port}", "unix:///nonexistent/docker.sock"])
-def test_engine_down_fails_the_build_in_one_line_and_the_snapshot_completes(big, tmp_path, engine):
+def test_engine_down_fails_the_load_in_one_line_and_the_snapshot_completes(big, tmp_path, engine):
     with FaultProxy(big["proxy"].url) as closed:
         port = closed.port
     host = engine.format(port=port)
@@ -524,7 +524,7 @@ def test_engine_down_fails_the_build_in_one_line_and_the_snapshot_completes(big,
     run = doit(big["small_catalog"], tmp_path / "out", env=doit_env({"DOCKER_HOST": host}))
     assert run.returncode != 0
     assert failed_lines(run) == [
-        line for line in failed_lines(run) if line.startswith(f"FAILED build:{name}: Docker engine at {host} does not")
+        line for line in failed_lines(run) if line.startswith(f"FAILED load:{name}: Docker engine at {host} does not")
     ]
     assert len(failed_lines(run)) == 1, run.stdout
     assert "Traceback" not in run.stdout + run.stderr

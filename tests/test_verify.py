@@ -30,7 +30,7 @@ from lambdaimages.testbed import demo, samples
 from lambdaimages.tools.dockerfile import add_instructions
 from lambdaimages.verify import checks as verify
 from lambdaimages.verify import reports
-from lambdaimages.verify.checks import FAIL, NO_SMOKE, NOT_BUILT, PASS, SKIPPED, Check
+from lambdaimages.verify.checks import CANNOT_RUN, FAIL, NO_SMOKE, PASS, SKIPPED, Check
 from lambdaimages.verify.runtime_api import RuntimeAPIServer
 
 EVENT = {"hello": "world", "quote": 'it\'s "x"'}
@@ -175,6 +175,7 @@ def _result(name: str, invoke: Check) -> verify.RuntimeResult:
         "x86_64",
         (
             Check("tarballs", PASS, "4 layers", seconds=0.5),
+            Check("identity", PASS, "r:x86_64 ID = upstream's config digest"),
             Check("tree", PASS, "39 entries", seconds=0.25),
             Check("config", PASS, "equal", seconds=0.0),
             invoke,
@@ -183,8 +184,9 @@ def _result(name: str, invoke: Check) -> verify.RuntimeResult:
         image=f"{name}:local",
         image_id="sha256:1",
     )
-    not_built = [Check(check, NOT_BUILT, "the engine does not build arm64") for check in verify.CHECKS[1:]]
-    arm = verify.ArchResult(name, "arm64", (Check("tarballs", PASS, "4 layers", seconds=0.5), *not_built))
+    passed = [Check(check, PASS, "fine") for check in verify.CHECKS[:4]]
+    cannot = Check("invoke", CANNOT_RUN, "the engine cannot run arm64 programs (exit code 1)", seconds=0.5)
+    arm = verify.ArchResult(name, "arm64", (*passed, cannot))
     return verify.RuntimeResult(name, (x86, arm))
 
 
@@ -206,18 +208,18 @@ def test_reports_list_every_runtime_and_check_for_people_and_ci(tmp_path):
         reports.Verdict(cat.by_name["r.none"], None, reports.NOT_VERIFIED, "never verified: run doit verify:r.none"),
     ]
     rows = [line.split() for line in reports.table(found).splitlines()]
-    assert rows[0] == ["runtime", "arch", "tarballs", "tree", "config", "invoke", "seconds"]
-    assert rows[1] == ["r.good", "x86_64", "pass", "pass", "pass", "no", "smoke", "test", "0.8"]
-    assert rows[3] == ["r.bad", "x86_64", "pass", "pass", "pass", "FAIL", "2.8"]
-    assert rows[4] == ["r.bad", "arm64", "pass", "not", "built", "not", "built", "not", "built", "0.5"]
-    assert rows[5] == ["r.none", "x86_64", "not", "verified", "-", "-", "-", "-"]
+    assert rows[0] == ["runtime", "arch", "tarballs", "identity", "tree", "config", "invoke", "seconds"]
+    assert rows[1] == ["r.good", "x86_64", "pass", "pass", "pass", "pass", "no", "smoke", "test", "0.8"]
+    assert rows[3] == ["r.bad", "x86_64", "pass", "pass", "pass", "pass", "FAIL", "2.8"]
+    assert rows[4] == ["r.bad", "arm64", "pass", "pass", "pass", "pass", "cannot", "run", "0.5"]
+    assert rows[5] == ["r.none", "x86_64", "not", "verified", "-", "-", "-", "-", "-"]
 
     summary_path, junit_path = reports.write(tmp_path, found)
     summary = json.loads(summary_path.read_text())
     assert summary["passed"] is False
     assert summary["counts"] == {"runtimes": 3, "passed": 1, "failed": 1, "not_verified": 1}
     [bad_json] = [r for r in summary["runtimes"] if r["runtime"] == "r.bad"]
-    invoke = bad_json["architectures"][0]["checks"][3]
+    invoke = bad_json["architectures"][0]["checks"][4]
     assert invoke == {
         "name": "invoke",
         "status": FAIL,
@@ -228,10 +230,10 @@ def test_reports_list_every_runtime_and_check_for_people_and_ci(tmp_path):
     suites = ET.parse(junit_path).getroot()
     assert suites.tag == "testsuites"
     assert {k: suites.get(k) for k in ("tests", "failures", "errors", "skipped")} == {
-        "tests": "17",
+        "tests": "21",
         "failures": "1",
         "errors": "1",
-        "skipped": "7",
+        "skipped": "3",
     }
     [failure_element] = suites.iter("failure")
     assert failure_element.get("message") == "the handler answered with an error: boom"
@@ -349,7 +351,7 @@ def test_nodejs_and_ruby_smoke_handlers_answer_what_the_catalog_expects():
 @pytest.fixture(scope="module")
 def world(registry, docker_client, tmp_path_factory):
     """One sample image pushed once and snapshotted twice: `a` (xz, x86_64 + arm64, a smoke test that passes) and
-    `b` (gzip, x86_64, an event that makes the handler fail); then `doit verify`, once."""
+    `b` (gzip, x86_64, an event that makes the handler fail); then `doit build verify`, once."""
     prefix = f"v{uuid.uuid4().hex[:6]}"
     names = {"a": f"{prefix}.a", "b": f"{prefix}.b"}
     images = {arch: samples.lambda_like_image(names["a"], arch) for arch in ("x86_64", "arm64")}
@@ -368,7 +370,7 @@ def world(registry, docker_client, tmp_path_factory):
     )
     out = tmp / "out"
     started = time.monotonic()
-    first = run_doit(catalog, out, "verify", check=False)
+    first = run_doit(catalog, out, "build", "verify", check=False)
     world = {
         "names": names,
         "images": images,
@@ -444,39 +446,41 @@ def test_doit_verify_prints_the_table_writes_reports_and_fails_naming_runtime_an
         '{"errorMessage":"handler exited 3: the event asked to fail","errorType":"HandlerError"}'
     ], proc.stdout
     rows = _table(proc.stdout)
-    assert rows[0] == ["runtime", "arch", "tarballs", "tree", "config", "invoke", "seconds"], proc.stdout
-    assert [row[:6] for row in rows[1:]] == [
-        [a, "x86_64", "pass", "pass", "pass", "pass"],
-        [a, "arm64", "pass", "not built", "not built", "not built"],
-        [b, "x86_64", "pass", "pass", "pass", "FAIL"],
+    assert rows[0] == ["runtime", "arch", "tarballs", "identity", "tree", "config", "invoke", "seconds"], proc.stdout
+    assert [row[:7] for row in rows[1:]] == [
+        [a, "x86_64", "pass", "pass", "pass", "pass", "pass"],
+        [a, "arm64", "pass", "pass", "pass", "pass", "pass"],  # loaded, and invoked under emulation
+        [b, "x86_64", "pass", "pass", "pass", "pass", "FAIL"],
     ]
     closing = proc.stdout.splitlines()[-2]
     assert closing.startswith("verify: 2 runtimes: 1 passed, 1 failed, 0 not verified; reports: ")
     summary = json.loads((world["out"] / ".reports" / "verify.json").read_text())
     assert summary["counts"] == {"runtimes": 2, "passed": 1, "failed": 1, "not_verified": 0}
     junit = ET.parse(world["out"] / ".reports" / "verify.xml").getroot()
-    assert (junit.get("tests"), junit.get("failures"), junit.get("skipped")) == ("12", "1", "3")
+    assert (junit.get("tests"), junit.get("failures"), junit.get("skipped")) == ("15", "1", "0")
     assert world["first_seconds"] < 120
 
 
-def test_verify_after_an_up_to_date_build_rebuilds_nothing_and_reruns_only_the_failed(world, docker_client):
+def test_verify_alone_builds_nothing_and_reruns_only_the_failed(world, docker_client):
     a, b = world["names"]["a"], world["names"]["b"]
     before = {tag: docker_client.images.get(tag).id for tag in world["tags"][:2]}
+    results = {name: reports.result_path(world["out"], name) for name in (a, b)}
+    recorded = {name: path.stat().st_mtime_ns for name, path in results.items()}
     proc = run_doit(world["catalog"], world["out"], "verify", check=False)
-    assert f"-- build:{a}" in proc.stdout and f"-- build:{b}" in proc.stdout
-    assert f"-- verify:{a}" in proc.stdout  # passed before, nothing changed
-    assert f".  verify:{b}" in proc.stdout  # failed before: doit reruns a failed task
+    assert f"build:{a}" not in proc.stdout and f"resolve:{a}" not in proc.stdout  # offline: no pipeline task runs
+    assert results[a].stat().st_mtime_ns == recorded[a]  # passed before, nothing changed
+    assert results[b].stat().st_mtime_ns != recorded[b]  # failed before: doit reruns a failed task
     assert "Step 1/" not in proc.stdout
     assert {tag: docker_client.images.get(tag).id for tag in world["tags"][:2]} == before
-    assert _table(proc.stdout)[1][:6] == [a, "x86_64", "pass", "pass", "pass", "pass"]  # its result is current
+    assert _table(proc.stdout)[1][:7] == [a, "x86_64", "pass", "pass", "pass", "pass", "pass"]  # still current
 
 
 def test_single_runtime_verify_reruns_when_its_image_changed(world, docker_client):
     a, b = world["names"]["a"], world["names"]["b"]
     docker_client.images.remove(f"{a}:local", force=True)
-    proc = run_doit(world["catalog"], world["out"], f"verify:{a}")
-    assert f".  build:{a}" in proc.stdout and f".  verify:{a}" in proc.stdout
-    assert f"verify {a} x86_64: tarballs pass, tree pass, config pass, invoke pass" in proc.stdout
+    proc = run_doit(world["catalog"], world["out"], f"verify:{a}")  # builds the missing image from the snapshot
+    assert docker_client.images.get(f"{a}:local") is not None
+    assert f"verify {a} x86_64: tarballs pass, identity pass, tree pass, config pass, invoke pass" in proc.stdout
     assert f"verify:{b}" not in proc.stdout and "verify:_report" not in proc.stdout
     recorded = json.loads((world["out"] / ".reports" / "verify" / f"{a}.json").read_text())
     assert recorded["inputs"]["image_id"] == docker_client.images.get(f"{a}:local").id
@@ -499,9 +503,9 @@ def test_inputs_change_with_the_snapshot_the_image_and_the_smoke_test(world, doc
     assert verify.inputs(out, with_files)["smoke"] != first != edited["smoke"]
 
 
-def test_good_build_passes_and_unbuilt_architectures_get_check_one_only(world):
+def test_good_build_and_loaded_images_pass_every_check_on_both_architectures(world):
     result = verify.verify_runtime(world["out"], world["runtimes"][world["names"]["a"]])
-    assert _statuses(result) == {"x86_64": [PASS] * 4, "arm64": [PASS, NOT_BUILT, NOT_BUILT, NOT_BUILT]}
+    assert _statuses(result) == {"x86_64": [PASS] * 5, "arm64": [PASS] * 5}
     x86 = result.architectures[0]
     assert x86.check("tree").summary.endswith("entries equal upstream's")
     assert x86.notes and x86.notes[0].startswith("Env order differs")
@@ -515,7 +519,7 @@ def test_tampered_tarball_fails_check_one_naming_it_and_skips_the_tree(world):
     tarball.write_bytes(lzma.compress(tampered.tar))
     result = verify.verify_runtime(out, world["runtimes"][name])
     x86 = result.architectures[0]
-    assert [c.status for c in x86.checks][:2] == [FAIL, SKIPPED]
+    assert [c.status for c in x86.checks][:3] == [FAIL, PASS, SKIPPED]  # the loaded image is still upstream's
     assert x86.check("tarballs").summary == (
         f"x86_64/{tarball.name} (upstream layer 3): decompresses to sha256 {tampered.diff_id.removeprefix('sha256:')}"
         ", which is not its name and upstream's diff_id"
@@ -524,7 +528,7 @@ def test_tampered_tarball_fails_check_one_naming_it_and_skips_the_tree(world):
     assert _statuses(result)["arm64"][0] == PASS
 
 
-def test_swapped_add_lines_fail_check_one_on_an_architecture_that_is_not_built(world):
+def test_swapped_add_lines_fail_check_one_on_an_architecture_the_engine_does_not_build(world):
     out, name = _copy_snapshot(world, "swap"), world["names"]["a"]
     dockerfile = out / name / "arm64" / f"Dockerfile.{name}"
     lines = dockerfile.read_text().splitlines(keepends=True)
@@ -532,7 +536,7 @@ def test_swapped_add_lines_fail_check_one_on_an_architecture_that_is_not_built(w
     lines[first], lines[first + 1] = lines[first + 1], lines[first]
     dockerfile.write_text("".join(lines))
     result = verify.verify_runtime(out, world["runtimes"][name])
-    assert _statuses(result) == {"x86_64": [PASS] * 4, "arm64": [FAIL, NOT_BUILT, NOT_BUILT, NOT_BUILT]}
+    assert _statuses(result) == {"x86_64": [PASS] * 5, "arm64": [FAIL, PASS, PASS, PASS, PASS]}
     layers = [layer.diff_id.removeprefix("sha256:") + ".tar.xz" for layer in world["images"]["arm64"].layers]
     assert result.failure_message() == (
         f"arm64 tarballs: arm64/Dockerfile.{name}:{first + 1}: ADD lines are not in upstream's layer order "
@@ -544,7 +548,7 @@ def test_image_rebuilt_with_an_extra_file_fails_the_tree_naming_the_file(world, 
     tag = _derived_image(world, docker_client, "extra", "ADD extra.txt /var/task/extra.txt\n", {"extra.txt": b"x"})
     result = verify.verify_runtime(world["out"], world["runtimes"][world["names"]["a"]], image=tag)
     x86 = result.architectures[0]
-    assert [c.status for c in x86.checks] == [PASS, FAIL, PASS, PASS]
+    assert [c.status for c in x86.checks] == [PASS, PASS, FAIL, PASS, PASS]
     assert x86.check("tree").summary == "1 difference, first: only built: var/task/extra.txt"
     assert (
         x86.check("tree").details[-1] == "1 differences (upstream vs built): 0 only upstream, 1 only built, 0 changed"
@@ -556,7 +560,7 @@ def test_changed_env_value_fails_the_config_naming_both_values(world, docker_cli
     tag = _derived_image(world, docker_client, "env", "ENV LANG=C.UTF-8\n", {})
     result = verify.verify_runtime(world["out"], world["runtimes"][world["names"]["a"]], image=tag)
     x86 = result.architectures[0]
-    assert [c.status for c in x86.checks] == [PASS, PASS, FAIL, PASS]
+    assert [c.status for c in x86.checks] == [PASS, PASS, PASS, FAIL, PASS]
     assert x86.check("config").summary == "Env LANG: upstream 'en_US.UTF-8' vs built 'C.UTF-8'"
 
 
@@ -639,5 +643,5 @@ def test_missing_image_fails_every_engine_check_naming_the_build_task(world):
     runtime = world["runtimes"][world["names"]["a"]]
     result = verify.verify_runtime(world["out"], runtime, image=f"{runtime.name}-gone:local")
     x86 = result.architectures[0]
-    assert [c.status for c in x86.checks] == [PASS, FAIL, FAIL, FAIL]
+    assert [c.status for c in x86.checks] == [PASS, PASS, FAIL, FAIL, FAIL]
     assert x86.check("config").summary == f"image {runtime.name}-gone:local not found: run doit build:{runtime.name}"

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import requests
@@ -151,6 +152,8 @@ class RegistryClient:
         if not url.startswith("http"):
             url = self.base_url + url
         headers = dict(kwargs.pop("headers", {}))
+        accepted = kwargs.pop("accept_status", ())  # statuses >= 400 returned to the caller, not raised
+        body = kwargs.pop("body", None)  # a function giving a fresh body for every attempt (a file to upload)
         authed = False
         attempt = 0
         while True:
@@ -159,6 +162,8 @@ class RegistryClient:
                 headers["Authorization"] = f"Bearer {token}"
             elif self._credentials and self._basic:
                 kwargs["auth"] = self._credentials
+            if body is not None:
+                kwargs["data"] = body()
             try:
                 self.requests_sent += 1
                 resp = self._session.request(method, url, headers=headers, timeout=self._timeout, **kwargs)
@@ -197,7 +202,7 @@ class RegistryClient:
                     )
                 time.sleep(wait)
                 continue
-            if resp.status_code >= 400:
+            if resp.status_code >= 400 and resp.status_code not in accepted:
                 message = self._http_error(resp, what, attempt + 1)
                 resp.close()
                 raise RegistryError(message)
@@ -353,37 +358,90 @@ class RegistryClient:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    # -- push (demo, tests, benchmark) -------------------------------------------------------
+    # -- push --------------------------------------------------------------------------------
 
-    def push_blob(self, repository: str, data: bytes) -> str:
-        """Upload a blob unless the registry has it; return its digest."""
-        digest = sha256_digest(data)
+    def has_blob(self, repository: str, digest: str) -> bool:
+        """The repository has the blob (HEAD, nothing downloaded)."""
+        resp = self._request(
+            "HEAD",
+            f"/v2/{repository}/blobs/{digest}",
+            scope=f"repository:{repository}:pull,push",
+            what=f"blob {digest} of {self.name}/{repository}",
+            accept_status=(404,),
+        )
+        resp.close()
+        return resp.status_code < 400
+
+    def mount_blob(self, repository: str, digest: str, source: str) -> bool:
+        """Ask the registry to link a blob of `source` (same registry) into `repository`; True when it did.
+
+        A registry that does not mount answers by starting an upload, which is left to expire unused.
+        """
+        resp = self._request(
+            "POST",
+            f"/v2/{repository}/blobs/uploads/",
+            scope=f"repository:{repository}:pull,push repository:{source}:pull",
+            what=f"mount of {digest} from {self.name}/{source} into {repository}",
+            params={"mount": digest, "from": source},
+        )
+        resp.close()
+        return resp.status_code == 201
+
+    def upload_blob(self, repository: str, digest: str, size: int, source: bytes | Path) -> None:
+        """Upload a blob in one request, from memory or streamed from a file (reopened for each attempt)."""
         scope = f"repository:{repository}:pull,push"
         what = f"push of {digest} to {self.name}/{repository}"
-        try:
-            self._request("HEAD", f"/v2/{repository}/blobs/{digest}", scope=scope, what=what)
-            return digest
-        except RegistryError as exc:
-            if isinstance(exc, RegistryUnreachable):
-                raise
         start = self._request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, what=what)
+        start.close()
         location = start.headers["Location"]
         if location.startswith("/"):
             location = self.base_url + location
         sep = "&" if "?" in location else "?"
-        self._request(
-            "PUT",
-            f"{location}{sep}digest={digest}",
-            scope=scope,
-            what=what,
-            data=data,
-            headers={"Content-Type": "application/octet-stream"},
-        )
+        opened = []
+
+        def body():
+            if isinstance(source, bytes):
+                return source
+            opened.append(open(source, "rb"))  # closed below, after the last attempt
+            return opened[-1]
+
+        try:
+            resp = self._request(
+                "PUT",
+                f"{location}{sep}digest={digest}",
+                scope=scope,
+                what=what,
+                body=body,
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            )
+            resp.close()
+        finally:
+            for f in opened:
+                f.close()
+
+    def push_blob(self, repository: str, data: bytes) -> str:
+        """Upload a blob held in memory unless the registry has it; return its digest."""
+        digest = sha256_digest(data)
+        if not self.has_blob(repository, digest):
+            self.upload_blob(repository, digest, len(data), data)
         return digest
+
+    def manifest_digest(self, repository: str, reference: str) -> str | None:
+        """The digest the registry has under a tag or digest (HEAD), or None when it has nothing there."""
+        resp = self._request(
+            "HEAD",
+            f"/v2/{repository}/manifests/{reference}",
+            scope=f"repository:{repository}:pull,push",
+            what=f"manifest {self.name}/{repository}:{reference}",
+            headers={"Accept": ACCEPT},
+            accept_status=(404,),
+        )
+        resp.close()
+        return resp.headers.get("Docker-Content-Digest") if resp.status_code < 400 else None
 
     def push_manifest(self, repository: str, reference: str, media_type: str, body: bytes) -> str:
         """Put a manifest or index under a tag (or its digest); return its digest."""
-        self._request(
+        resp = self._request(
             "PUT",
             f"/v2/{repository}/manifests/{reference}",
             scope=f"repository:{repository}:pull,push",
@@ -391,6 +449,7 @@ class RegistryClient:
             data=body,
             headers={"Content-Type": media_type},
         )
+        resp.close()
         return sha256_digest(body)
 
 

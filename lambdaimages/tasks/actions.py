@@ -13,7 +13,7 @@ from lambdaimages import engine, layout
 from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import EngineError, OutputError, ProjectError, PublishError, RenderError
-from lambdaimages.image import load
+from lambdaimages.image import load, push
 from lambdaimages.publish import branches
 from lambdaimages.snapshot import documents, export, fingerprint, render, resolve
 
@@ -197,6 +197,41 @@ def images_loaded(out: Path, runtime: Runtime):
             return False
 
     return check
+
+
+# -- push ----------------------------------------------------------------------------------
+
+
+def push_target(to: str | None, catalog, runtime: Runtime, argv: list[str]):
+    """Where `doit push:<rt>` pushes: `to=` (one image, so one runtime per run), else the catalog's mirror."""
+    if to:
+        if any(word == "push" for word in argv[1:]):
+            raise ProjectError(f"to={to} names one image: push one runtime with it (`doit push:<rt> to=...`)")
+        return push.parse_target(to, runtime)
+    if catalog.push_to:
+        return push.parse_target(catalog.push_to, runtime, mirror=True)
+    raise ProjectError(
+        f"{runtime.name}: where to? `doit push:{runtime.name} to=HOST[:PORT]/REPO[:TAG]`, "
+        "or `push: {to: HOST[:PORT][/PREFIX]}` in the catalog"
+    )
+
+
+@one_line_errors
+def push_runtime(out: Path, catalog, runtime: Runtime, to: str | None, argv: list[str]) -> dict:
+    """Push every architecture and the index; say what moved."""
+    target = push_target(to, catalog, runtime, argv)
+    client = resolve.client_for(target.registry)
+    try:
+        done = push.push(out, runtime, target, client)
+    except ProjectError as exc:
+        raise exc.within(runtime=runtime.name, reference=str(target)) from None
+    moved = f"{done.uploaded} blob(s) uploaded ({done.uploaded_bytes / 1e6:.1f} MB), {done.mounted} mounted, "
+    moved += f"{done.present} already there"
+    kind = "upstream's index" if done.index_is_upstreams else "index"
+    print(f"{runtime.name}: pushed {target} ({kind} {done.index_digest}): {moved}")
+    for arch, digest in done.manifests.items():
+        print(f"{runtime.name}:   {arch} manifest {digest}")
+    return {"index": done.index_digest}
 
 
 # -- clean ---------------------------------------------------------------------------------

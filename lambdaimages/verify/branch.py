@@ -140,7 +140,8 @@ def _verify_arch(out: Path, runtime: Runtime, arch: str, digest: str, found: Anc
     finally:
         _remove(tag)
     if config_problems:
-        config = checks.Check("config", checks.FAIL, config_problems[0], tuple(config_problems))
+        where = f"{arch}/Dockerfile.{runtime.name} builds another config: {config_problems[0]}"
+        config = checks.Check("config", checks.FAIL, where, tuple(config_problems))
     else:
         config = checks.Check("config", checks.PASS, "equal to upstream's")
     invoke = checks.Check("invoke", checks.SKIPPED, "a branch carries no smoke test")

@@ -1,0 +1,370 @@
+"""Identical images for every architecture: upstream's documents kept, loaded images, offline verify, branch
+clones, push to a mirror, and an engine over TCP (real engine, real local registries)."""
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+from doit_cli import run_doit
+
+from lambdaimages import layout
+from lambdaimages.registry.client import RegistryClient
+from lambdaimages.testbed import ROOT, doit_command, samples
+from lambdaimages.testbed.localregistry import LocalRegistry
+from lambdaimages.verify import emulation
+
+ARCHES = ("x86_64", "arm64")
+EVENT = {"hello": "world"}
+
+
+def _catalog(registry_url: str, names: dict[str, str], extra: str = "") -> str:
+    lines = [f"defaults:\n  registry: {registry_url}\n  architectures: [x86_64, arm64]", extra, "runtimes:"]
+    for name, compression in names.items():
+        expect = {"echo": EVENT, "runtime": name, "version": "1"}
+        lines += [
+            f"  {name}:",
+            f"    image: lambda/{name}:1",
+            f"    compression: {compression}",
+            "    smoke:",
+            "      handler: function.handler",
+            f"      event: {json.dumps(EVENT)}",
+            f"      expect: {json.dumps(expect)}",
+            "      timeout: 60",
+        ]
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Two runtimes (xz and gzip, both architectures) built and published; the source registry is then stopped."""
+    tmp = tmp_path_factory.mktemp("images")
+    tag = uuid.uuid4().hex[:6]
+    names = {f"i{tag}.xz": "xz", f"i{tag}.gz": "gzip"}
+    images = {name: {arch: samples.lambda_like_image(name, arch) for arch in ARCHES} for name in names}
+    source = LocalRegistry().start()
+    try:
+        for name, by_arch in images.items():
+            samples.push_image(RegistryClient(source.url), f"lambda/{name}", "1", by_arch)
+        catalog, out = tmp / "runtimes.yaml", tmp / "out"
+        catalog.write_text(_catalog(source.url, names))
+        repo = tmp / "branches.git"
+        build = run_doit(catalog, out, "build", "publish", f"repo={repo}")
+    finally:
+        source.stop()
+    yield {
+        "tmp": tmp,
+        "catalog": catalog,
+        "out": out,
+        "names": names,
+        "images": images,
+        "repo": repo,
+        "build": build,
+        "source_url": source.url,
+    }
+
+
+def _xz(world) -> str:
+    return next(name for name, codec in world["names"].items() if codec == "xz")
+
+
+def _gz(world) -> str:
+    return next(name for name, codec in world["names"].items() if codec == "gzip")
+
+
+def _image_id(tag: str) -> str | None:
+    found = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", tag], capture_output=True, text=True)
+    return found.stdout.strip() if found.returncode == 0 else None
+
+
+def test_snapshot_keeps_upstreams_documents_named_by_their_digests(world):
+    for name, by_arch in world["images"].items():
+        folder = world["out"] / name
+        index = samples.image_index(by_arch)
+        assert (folder / layout.document_name(samples.sha256_digest(index), "index")).read_bytes() == index
+        for arch, image in by_arch.items():
+            manifest = image.manifest()
+            kept = folder / arch / layout.document_name(samples.sha256_digest(manifest), "manifest")
+            assert kept.read_bytes() == manifest
+            config = folder / arch / layout.document_name(image.config_digest, "config")
+            assert config.read_bytes() == image.config_bytes
+            assert "sha256:" + hashlib.sha256(config.read_bytes()).hexdigest() == image.config_digest
+
+
+def test_loaded_image_id_is_upstreams_config_digest_for_both_architectures(world):
+    for name, by_arch in world["images"].items():
+        for arch, image in by_arch.items():
+            assert _image_id(f"{name}:{arch}") == image.config_digest
+        assert _image_id(f"{name}:local") is not None  # the Dockerfile build (the engine's architecture)
+    inspect = json.loads(subprocess.run(["docker", "image", "inspect", f"{_xz(world)}:arm64"], capture_output=True,
+                                        text=True, check=True).stdout)[0]  # fmt: skip
+    config = world["images"][_xz(world)]["arm64"].config
+    assert inspect["Architecture"] == "arm64"
+    assert inspect["Config"]["Env"] == config["config"]["Env"]  # upstream's order, not the builder's
+
+
+def test_verify_is_offline_and_passes_for_every_architecture(world):
+    states = sorted((world["out"] / layout.STATE).rglob("*.json"))
+    before = {p: p.stat().st_mtime_ns for p in states}
+    run = run_doit(world["catalog"], world["out"], "verify", check=False)  # the source registry is stopped
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.loads((world["out"] / ".reports" / "verify.json").read_text())
+    for runtime in summary["runtimes"]:
+        for arch in runtime["architectures"]:
+            statuses = {c["name"]: c["status"] for c in arch["checks"]}
+            assert statuses == dict.fromkeys(("tarballs", "identity", "tree", "config", "invoke"), "pass"), arch
+    assert {p: p.stat().st_mtime_ns for p in states} == before
+    assert "unreachable" not in run.stdout
+
+
+def test_arm64_image_answers_its_smoke_test_under_emulation(world):
+    assert emulation.cannot_run("arm64") is None, "scripts/setup registers qemu-aarch64"
+    result = json.loads((world["out"] / ".reports" / "verify" / f"{_xz(world)}.json").read_text())["result"]
+    arm64 = next(a for a in result["architectures"] if a["arch"] == "arm64")
+    invoke = next(c for c in arm64["checks"] if c["name"] == "invoke")
+    assert invoke["status"] == "pass" and "answered as expected" in invoke["summary"]
+    assert arm64["image"] == f"{_xz(world)}:arm64"
+
+
+@pytest.fixture
+def copy(world, tmp_path):
+    """A copy of the output folder (real copies, not links), to tamper with."""
+    out = tmp_path / "out"
+    shutil.copytree(world["out"], out, symlinks=True, ignore=shutil.ignore_patterns(".doit.json*", ".lock"))
+    return out
+
+
+def _verify_failure(world, out: Path, name: str) -> str:
+    run = run_doit(world["catalog"], out, f"verify:{name}", check=False)
+    assert run.returncode != 0, run.stdout
+    line = next(line for line in run.stdout.splitlines() if line.startswith(f"FAILED verify:{name}"))
+    return line
+
+
+def test_verify_names_a_truncated_tarball_and_does_not_restore_it(world, copy):
+    name = _xz(world)
+    tarball = sorted((copy / name / "arm64").glob("*.tar.xz"))[0]
+    tarball.write_bytes(tarball.read_bytes()[:100])
+    line = _verify_failure(world, copy, name)
+    assert f"arm64/{tarball.name}" in line and "tarballs" in line
+    assert tarball.stat().st_size == 100  # not silently restored from the cache or the registry
+
+
+def test_verify_names_an_edited_config(world, copy):
+    name = _xz(world)
+    config = next((copy / name / "x86_64").glob("*.config.json"))
+    config.write_bytes(config.read_bytes().replace(b'"os":"linux"', b'"os":"linux" '))
+    line = _verify_failure(world, copy, name)
+    assert f"x86_64/{config.name}" in line and "identity" in line
+
+
+def test_verify_names_a_retagged_image(world, copy):
+    name = _gz(world)
+    other = world["images"][_xz(world)]["arm64"].config_digest
+    subprocess.run(["docker", "tag", other, f"{name}:arm64"], check=True)
+    try:
+        line = _verify_failure(world, copy, name)
+        assert f"{name}:arm64 has ID {other}" in line
+    finally:
+        subprocess.run(["docker", "tag", world["images"][name]["arm64"].config_digest, f"{name}:arm64"], check=True)
+
+
+# -- a clone of a published branch ----------------------------------------------------------------
+
+
+@pytest.fixture
+def clone(world, tmp_path):
+    name = _xz(world)
+    folder = tmp_path / "clone"
+    subprocess.run(
+        ["git", "clone", "-q", "--branch", name, "--single-branch", f"file://{world['repo']}", str(folder)], check=True
+    )
+    subprocess.run(["git", "lfs", "pull"], cwd=folder, check=True, capture_output=True)
+    return folder
+
+
+def _verify_branch(clone: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = doit_command(ROOT / "runtimes.yaml", clone.parent / "scratch", "verify_branch", f"clone={clone}", *extra)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+def test_branch_clone_verifies_offline(world, clone):
+    run = _verify_branch(clone)
+    assert run.returncode == 0, run.stdout + run.stderr
+    name = _xz(world)
+    manifests = [samples.sha256_digest(world["images"][name][arch].manifest()) for arch in ARCHES]
+    assert f"branch {name} is upstream's image" in run.stdout
+    assert all(digest in run.stdout for digest in manifests)
+    assert "identity pass" in run.stdout and "tree pass" in run.stdout
+
+
+def test_branch_clone_must_be_the_manifest_the_user_names(world, clone):
+    run = _verify_branch(clone, "manifest=sha256:" + "0" * 64)
+    assert run.returncode != 0 and "is not upstream's manifest" in run.stdout
+
+
+@pytest.mark.parametrize("tamper", ["swapped", "truncated", "extra", "dockerfile", "config"])
+def test_tampered_branch_clone_fails_naming_the_file(world, clone, tamper):
+    arch = "x86_64"
+    tarballs = sorted((clone / arch).glob("*.tar.xz"))
+    if tamper == "swapped":
+        a, b = tarballs[0], tarballs[1]
+        data = a.read_bytes()
+        a.write_bytes(b.read_bytes())
+        b.write_bytes(data)
+        named = a.name
+    elif tamper == "truncated":
+        tarballs[-1].write_bytes(tarballs[-1].read_bytes()[:-10])
+        named = tarballs[-1].name
+    elif tamper == "extra":
+        extra = clone / arch / ("ab" * 32 + ".tar.xz")
+        shutil.copy(tarballs[0], extra)
+        named = extra.name
+    elif tamper == "dockerfile":
+        dockerfile = clone / arch / f"Dockerfile.{_xz(world)}"
+        dockerfile.write_text(dockerfile.read_text().replace('ENV LANG="en_US.UTF-8"', 'ENV LANG="C"'))
+        named = f"{arch}/Dockerfile.{_xz(world)}"
+    else:
+        config = next((clone / arch).glob("*.config.json"))
+        config.write_bytes(config.read_bytes() + b"\n")
+        named = config.name
+    run = _verify_branch(clone)
+    assert run.returncode != 0, run.stdout
+    failed = next(line for line in run.stdout.splitlines() if line.startswith("FAILED verify_branch"))
+    assert named in failed
+
+
+# -- push to a mirror ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mirror(world):
+    """The source registry again (same samples), and an empty second registry to push to."""
+    source = LocalRegistry(port=int(world["source_url"].rsplit(":", 1)[1])).start()
+    target = LocalRegistry().start()
+    try:
+        for name, by_arch in world["images"].items():
+            samples.push_image(RegistryClient(source.url), f"lambda/{name}", "1", by_arch)
+        yield source, target
+    finally:
+        target.stop()
+        source.stop()
+
+
+def test_push_with_gzip_keeps_every_digest_and_a_second_push_uploads_nothing(world, mirror):
+    _, target = mirror
+    name = _gz(world)
+    to = f"http://{target.host}/mirror/{name}:1"
+    first = run_doit(world["catalog"], world["out"], f"push:{name}", f"to={to}")
+    client = RegistryClient(target.url)
+    index = client.get_manifest(f"mirror/{name}", "1")
+    assert index.body == samples.image_index(world["images"][name])  # upstream's index, byte for byte
+    for image in world["images"][name].values():
+        manifest = client.get_manifest(f"mirror/{name}", samples.sha256_digest(image.manifest()))
+        assert manifest.body == image.manifest()
+        assert client.get_blob(f"mirror/{name}", image.config_digest) == image.config_bytes
+    assert "upstream's index" in first.stdout
+    since = len(target.requests_log())
+    again = run_doit(world["catalog"], world["out"], f"push:{name}", f"to={to}")
+    assert "0 blob(s) uploaded" in again.stdout
+    assert target.count("POST", "/blobs/uploads", since=since) == 0
+    assert target.count("PUT", "", since=since) == 0
+
+
+def test_push_with_xz_keeps_config_digests_and_mounts_across_repositories(world, mirror):
+    _, target = mirror
+    name = _xz(world)
+    run_doit(world["catalog"], world["out"], f"push:{name}", f"to=http://{target.host}/mirror/{name}:1")
+    client = RegistryClient(target.url)
+    index = client.get_manifest(f"mirror/{name}", "1").json()
+    assert {m["platform"]["architecture"] for m in index["manifests"]} == {"amd64", "arm64"}
+    for entry in index["manifests"]:
+        manifest = client.get_manifest(f"mirror/{name}", entry["digest"]).json()
+        arch = "x86_64" if entry["platform"]["architecture"] == "amd64" else "arm64"
+        assert manifest["config"]["digest"] == world["images"][name][arch].config_digest
+        assert all(layer["mediaType"].endswith("gzip") for layer in manifest["layers"])
+    since = len(target.requests_log())
+    other = run_doit(world["catalog"], world["out"], f"push:{name}", f"to=http://{target.host}/copy/{name}:1")
+    assert "0 blob(s) uploaded" in other.stdout and "0 mounted" not in other.stdout
+    assert target.count("PUT", "/blobs/uploads", since=since) == 0
+
+
+def test_load_reruns_only_for_an_image_that_is_gone(world, mirror):
+    name = _xz(world)
+    again = run_doit(world["catalog"], world["out"], f"build:{name}")
+    assert "loaded" not in again.stdout and "built" not in again.stdout
+    subprocess.run(["docker", "rmi", f"{name}:arm64"], check=True, capture_output=True)
+    after = run_doit(world["catalog"], world["out"], f"build:{name}")
+    assert [line for line in after.stdout.splitlines() if " loaded " in line] == [
+        f"{name}: loaded {name}:arm64 {world['images'][name]['arm64'].config_digest} (upstream's config digest)"
+    ]
+
+
+def test_push_target_names_one_image(world, mirror):
+    _, target = mirror
+    run = run_doit(world["catalog"], world["out"], "push", f"to=http://{target.host}/x/y:1", check=False)
+    assert run.returncode != 0 and "names one image" in run.stdout
+
+
+# -- an engine that is not on this machine's filesystem -------------------------------------------
+
+
+class _TcpToUnix:
+    """The local engine's socket offered on a TCP port of 127.0.0.1, as a remote engine would be reached."""
+
+    def __init__(self, path: str = "/var/run/docker.sock") -> None:
+        self.path = path
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.path)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(1 << 16):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_load_build_and_verify_through_docker_host_tcp(world, copy):
+    name = _gz(world)
+    for tag in (f"{name}:local", f"{name}:x86_64", f"{name}:arm64"):
+        subprocess.run(["docker", "rmi", tag], capture_output=True)
+    proxy = _TcpToUnix()
+    try:
+        env = {**os.environ, "DOCKER_HOST": f"tcp://127.0.0.1:{proxy.port}"}
+        cmd = doit_command(world["catalog"], copy, f"verify:{name}")
+        run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    finally:
+        proxy.close()
+    assert run.returncode == 0, run.stdout + run.stderr
+    for arch, image in world["images"][name].items():
+        assert _image_id(f"{name}:{arch}") == image.config_digest
+    assert _image_id(f"{name}:local") is not None
