@@ -15,7 +15,11 @@ import pytest
 from doit_cli import run_doit
 
 from lambdaimages import layout
+from lambdaimages.catalog import Runtime
+from lambdaimages.errors import ProjectError
+from lambdaimages.image import push
 from lambdaimages.registry.client import RegistryClient
+from lambdaimages.tasks import actions
 from lambdaimages.testbed import ROOT, doit_command, samples
 from lambdaimages.testbed.localregistry import LocalRegistry
 from lambdaimages.verify import emulation
@@ -39,6 +43,36 @@ def _catalog(registry_url: str, names: dict[str, str], extra: str = "") -> str:
             "      timeout: 60",
         ]
     return "\n".join(line for line in lines if line) + "\n"
+
+
+# -- pure logic ----------------------------------------------------------------------------------
+
+
+def test_push_targets():
+    runtime = Runtime("python3.12", "public.ecr.aws", "lambda/python", "3.12", ARCHES)
+    assert str(push.parse_target("reg:5000/m/py:1", runtime)) == "reg:5000/m/py:1"
+    assert push.parse_target("reg:5000/m/py", runtime) == push.Target("reg:5000", "m/py", "3.12")
+    assert push.parse_target("http://127.0.0.1:5000/py", runtime).registry == "http://127.0.0.1:5000"
+    assert push.parse_target("reg/mirror", runtime, mirror=True) == push.Target("reg", "mirror/lambda/python", "3.12")
+    assert push.parse_target("reg", runtime, mirror=True) == push.Target("reg", "lambda/python", "3.12")
+    for bad in ("reg", "/repo", ""):
+        with pytest.raises(ProjectError, match="expected HOST"):
+            push.parse_target(bad, runtime)
+
+
+def test_verify_waits_for_pipeline_tasks_only_when_they_are_asked_for_too():
+    assert not actions.requested_with_pipeline(["doit", "verify"])
+    assert not actions.requested_with_pipeline(["doit", "-n", "2", "out=x", "verify:python3.12"])
+    assert actions.requested_with_pipeline(["doit", "build", "verify"])
+    assert actions.requested_with_pipeline(["doit", "snapshot:python3.12", "verify:python3.12"])
+
+
+def test_the_probe_program_is_a_real_static_executable(tmp_path):
+    program = tmp_path / "exit0"
+    program.write_bytes(emulation.exit_program("x86_64"))  # this machine's architecture (x86_64 here)
+    program.chmod(0o755)
+    assert subprocess.run([str(program)]).returncode == 0
+    assert emulation.exit_program("arm64")[18] == 0xB7  # e_machine EM_AARCH64, run under qemu by the tests below
 
 
 @pytest.fixture(scope="module")
@@ -304,6 +338,24 @@ def test_load_reruns_only_for_an_image_that_is_gone(world, mirror):
     assert [line for line in after.stdout.splitlines() if " loaded " in line] == [
         f"{name}: loaded {name}:arm64 {world['images'][name]['arm64'].config_digest} (upstream's config digest)"
     ]
+
+
+def test_an_old_snapshot_gains_its_documents_without_fetching_a_layer_again(world, mirror, copy):
+    source, _ = mirror
+    name = _xz(world)
+    documents = [p for p in (copy / name).rglob("*.json") if layout.split_document_name(p.name)]
+    assert len(documents) == 5  # the index, and a manifest and a config per architecture
+    for path in documents:
+        path.unlink()
+    shutil.rmtree(copy / ".cache" / "documents")
+    since = len(source.requests_log())
+    run_doit(world["catalog"], copy, f"snapshot:{name}")
+    assert sorted(p.name for p in (copy / name).rglob("*.json") if layout.split_document_name(p.name)) == sorted(
+        p.name for p in documents
+    )
+    layers = {layer.digest for image in world["images"][name].values() for layer in image.layers}
+    fetched = [path for method, path, _ in source.requests_log()[since:] if method == "GET" and "/blobs/" in path]
+    assert fetched and not [path for path in fetched if any(digest in path for digest in layers)]
 
 
 def test_push_target_names_one_image(world, mirror):
