@@ -13,11 +13,12 @@ BLOCK = 512
 
 
 def docker_archive(config: bytes, config_name: str, layers: list[Path], tags: list[str]) -> Iterator[bytes]:
-    """The archive's bytes in chunks: manifest.json, the config, then each layer file as it is on disk.
+    """The archive's bytes in chunks: each layer file as it is on disk, the config, then manifest.json.
 
-    `docker load` decompresses each layer file itself (xz or gzip), checks it against the config's diff_ids,
-    and gives the image the ID `sha256:` of the config's bytes: upstream's config digest. The layers are
-    read from disk as they are streamed, never copied.
+    `docker load` reads the whole archive before it looks at manifest.json, so the order of members is free.
+    It decompresses each layer file itself (xz or gzip), checks it against the config's diff_ids, and gives
+    the image the ID `sha256:` of the config's bytes: upstream's config digest. The layers are read from disk
+    as they are streamed, never copied.
 
     Args:
         config: the image config's bytes, exactly upstream's.
@@ -26,31 +27,43 @@ def docker_archive(config: bytes, config_name: str, layers: list[Path], tags: li
         tags: the tags the engine gives the loaded image.
     """
     names = [f"{number}/{path.name}" for number, path in enumerate(layers, 1)]
-    manifest = json.dumps([{"Config": config_name, "RepoTags": tags, "Layers": names}]).encode()
-    yield _member("manifest.json", len(manifest)) + _padded(manifest)
-    yield _member(config_name, len(config)) + _padded(config)
     for name, path in zip(names, layers, strict=True):
-        with open(path, "rb") as f:
-            size = f.seek(0, io.SEEK_END)
-            f.seek(0)
-            yield _member(name, size)
-            sent = 0
-            while sent < size:
-                chunk = f.read(min(CHUNK, size - sent))
-                if not chunk:
-                    raise OSError(f"{path}: shrank while being loaded")
-                sent += len(chunk)
-                yield chunk
-            yield b"\0" * (-size % BLOCK)
+        yield from file_member(name, path)
+    yield from archive_end(config, config_name, names, tags)
+
+
+def file_member(name: str, path: Path) -> Iterator[bytes]:
+    """One member with a file's bytes, streamed from disk."""
+    with open(path, "rb") as f:
+        size = f.seek(0, io.SEEK_END)
+        f.seek(0)
+        yield member_header(name, size)
+        sent = 0
+        while sent < size:
+            chunk = f.read(min(CHUNK, size - sent))
+            if not chunk:
+                raise OSError(f"{path}: shrank while being loaded")
+            sent += len(chunk)
+            yield chunk
+        yield padding(size)
+
+
+def archive_end(config: bytes, config_name: str, layer_names: list[str], tags: list[str]) -> Iterator[bytes]:
+    """The config, manifest.json (naming the layer members in layer order) and the end of the archive."""
+    manifest = json.dumps([{"Config": config_name, "RepoTags": tags, "Layers": layer_names}]).encode()
+    yield member_header(config_name, len(config)) + config + padding(len(config))
+    yield member_header("manifest.json", len(manifest)) + manifest + padding(len(manifest))
     yield b"\0" * (2 * BLOCK)
 
 
-def _member(name: str, size: int) -> bytes:
+def member_header(name: str, size: int) -> bytes:
+    """The ustar header of a regular file member."""
     info = tarfile.TarInfo(name)
     info.size = size
     info.mode = 0o644
     return info.tobuf(tarfile.USTAR_FORMAT)
 
 
-def _padded(data: bytes) -> bytes:
-    return data + b"\0" * (-len(data) % BLOCK)
+def padding(size: int) -> bytes:
+    """The zeros that round a member of `size` bytes up to whole blocks."""
+    return b"\0" * (-size % BLOCK)

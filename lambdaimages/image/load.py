@@ -7,13 +7,17 @@ equals upstream's config digest.
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from lambdaimages import engine, layout
 from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import EngineError, OutputError
-from lambdaimages.image.archive import docker_archive
+from lambdaimages.image.archive import archive_end, docker_archive, file_member, member_header, padding
 from lambdaimages.state import State
 
 
@@ -55,3 +59,118 @@ def is_loaded(out: Path, runtime: Runtime, arch: str) -> bool:
     """`<rt>:<arch>` is in the engine with the ID of the snapshot's config digest (so it is that image)."""
     current = states_on_disk.read_or_none(out, runtime.name, arch)
     return current is not None and engine.image_id(layout.loaded_tag(runtime.name, arch)) == current.config_digest
+
+
+class StreamedLoad:
+    """A load of one architecture fed with the layers' blobs while export downloads them.
+
+    The archive's members come in any order (the engine reads the whole archive before it loads it), so each
+    downloaded layer is sent as its blob arrives (gzip, which the engine unpacks at a fraction of xz's cost),
+    and at `finish` the layers that were not downloaded (cached) follow from their tarballs, then the config
+    and manifest.json. The engine reads from a bounded queue: memory stays flat in the layer size. `abort`
+    cuts the stream, so the engine loads nothing.
+    """
+
+    QUEUE = 16
+
+    def __init__(self, out: Path, runtime: Runtime, state: State) -> None:
+        self.out, self.runtime, self.state = out, runtime, state
+        self.names: dict[int, str] = {}
+        self.queue: queue.Queue = queue.Queue(self.QUEUE)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=f"load-{runtime.name}-{state.architecture}", daemon=True)
+        self.thread.start()
+
+    def layer(self, number: int, layer) -> BinaryIO:
+        """A writer for the blob of layer `number` (1-based); `close` after its last byte."""
+        name = f"{number}/{layer.digest.removeprefix('sha256:')}.blob"
+        self.names[number] = name
+        return _Member(self, name, layer.size)
+
+    def finish(self) -> str:
+        """Send the rest and wait for the engine; the loaded image's ID (upstream's config digest).
+
+        Raises:
+            OutputError: the snapshot lacks a file.
+            EngineError: the engine refused the archive or gave the image another ID.
+        """
+        try:
+            config, tarballs = archive_files(self.out, self.runtime, self.state)
+            for number, path in enumerate(tarballs, 1):
+                if number not in self.names:
+                    self.names[number] = f"{number}/{path.name}"
+                    for chunk in file_member(self.names[number], path):
+                        self._put(chunk)
+            names = [self.names[n] for n in range(1, len(tarballs) + 1)]
+            tag = layout.loaded_tag(self.runtime.name, self.state.architecture)
+            for chunk in archive_end(config.read_bytes(), config.name, names, [tag]):
+                self._put(chunk)
+        except BaseException:
+            self.abort()
+            raise
+        self._put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        found = engine.image_id(tag)
+        if found != self.state.config_digest:
+            raise EngineError(f"{self.runtime.name} {self.state.architecture}: loaded {tag} has ID {found}")
+        return found
+
+    def abort(self) -> None:
+        """Cut the stream: the engine discards the partial archive and loads nothing."""
+        if self.thread.is_alive():
+            self._put(_ABORT)
+            self.thread.join()
+
+    def _put(self, item) -> None:
+        """Queue an item for the engine; dropped once the load has ended (finish reports why)."""
+        while self.thread.is_alive():
+            try:
+                self.queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _chunks(self) -> Iterator[bytes]:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if item is _ABORT:
+                raise _Aborted()
+            yield item
+
+    def _run(self) -> None:
+        label = f"{self.runtime.name} {self.state.architecture}"
+        try:
+            engine.load(self._chunks(), label=label)
+        except _Aborted:
+            pass
+        except BaseException as exc:  # reported by finish, on the task's thread; writers' items are dropped
+            self.error = exc if isinstance(exc, EngineError) else EngineError(f"{label}: docker load failed: {exc}")
+
+
+class _Aborted(Exception):
+    pass
+
+
+_ABORT = object()
+
+
+class _Member:
+    """One archive member of a known size, written in pieces: the header first, the padding at `close`.
+
+    Export checked the blob's size and digest before it closes the member; a member that is not closed
+    (a failed download) is never followed by `finish`, only by `abort`.
+    """
+
+    def __init__(self, load: StreamedLoad, name: str, size: int) -> None:
+        self.load, self.size = load, size
+        self.load._put(member_header(name, size))
+
+    def write(self, data: bytes) -> None:
+        self.load._put(data)
+
+    def close(self) -> None:
+        self.load._put(padding(self.size))

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -46,12 +46,18 @@ def layer_context(runtime: Runtime, arch: str, state: State, number: int) -> dic
     return {"runtime": runtime.name, "arch": arch, "reference": runtime.image, "where": where}
 
 
-def fetch(runtime: Runtime, states: dict[str, State], out: Path, client: RegistryClient) -> None:
+def fetch(
+    runtime: Runtime, states: dict[str, State], out: Path, client: RegistryClient, blob_sink: BlobSink | None = None
+) -> None:
     """Put every layer of every architecture into the cache only; the snapshot in `<out>/<rt>` is not touched.
 
     The compressor pool should never wait for this task: each layer is downloaded and spooled while
     the layers before it still compress (their files finish in order afterwards), and a layer that
     another task is writing is waited for last, not in the middle.
+
+    `blob_sink(arch, number, layer)` may give a writer that receives the bytes of that layer's blob as they
+    are downloaded (e.g. to load the image from them without reading the layer again); it is closed after the
+    blob's last byte, and a download that fails leaves it unclosed. Layers already cached are not downloaded.
     """
     started: list[_CacheEntry] = []
     busy: list[_CacheEntry] = []
@@ -59,7 +65,8 @@ def fetch(runtime: Runtime, states: dict[str, State], out: Path, client: Registr
         for arch, state in states.items():
             for number, layer in enumerate(state.layers, 1):
                 entry = _CacheEntry(runtime, layer, out, layer_context(runtime, arch, state, number))
-                status = entry.start(client, wait=False)
+                sink = (lambda a=arch, n=number, la=layer: blob_sink(a, n, la)) if blob_sink else None
+                status = entry.start(client, wait=False, sink=sink)
                 if status == STARTED:
                     started.append(entry)
                 elif status == BUSY:
@@ -114,6 +121,7 @@ def cached_layer(runtime: Runtime, layer: Layer, out: Path, client: RegistryClie
 
 
 STARTED, CACHED, BUSY = "started", "cached", "busy"
+BlobSink = Callable[[str, int, Layer], BinaryIO | None]
 
 
 class _CacheEntry:
@@ -133,8 +141,11 @@ class _CacheEntry:
         self.dest: AtomicWrite | None = None
         self.download: _Download | None = None
 
-    def start(self, client: RegistryClient, *, wait: bool) -> str:
-        """STARTED (call `finish` or `abort` next), CACHED (nothing to do) or BUSY (locked elsewhere)."""
+    def start(self, client: RegistryClient, *, wait: bool, sink=None) -> str:
+        """STARTED (call `finish` or `abort` next), CACHED (nothing to do) or BUSY (locked elsewhere).
+
+        `sink()`, when given, is asked for a writer of the blob's bytes once the download starts.
+        """
         if not self.lock.enter_context(locked(self.folder / f"{self.layer.hex}.lock", wait=wait)):
             self.lock.close()
             return BUSY
@@ -145,7 +156,7 @@ class _CacheEntry:
             with self._named_errors():
                 self.dest = AtomicWrite(self.path)
                 self.download = _Download(self.runtime, self.layer, self.context, self.dest.file, spool=self.folder)
-                self.download.run(client)
+                self.download.run(client, sink() if sink else None)
         except BaseException:
             self.abort()
             raise
@@ -210,7 +221,7 @@ class _Download:
         if runtime.compression == "gzip" and not self.gzipped:
             self.gz = zlib.compressobj(runtime.level, zlib.DEFLATED, 31)
 
-    def run(self, client: RegistryClient) -> None:
+    def run(self, client: RegistryClient, sink: BinaryIO | None = None) -> None:
         layer, context = self.layer, self.context
         diff_hasher = hashlib.sha256()
         unpack = zlib.decompressobj(wbits=31) if self.gzipped else None
@@ -227,6 +238,8 @@ class _Download:
         try:
             for chunk in blob:
                 self.progress.update(len(chunk))
+                if sink is not None:
+                    sink.write(chunk)
                 if self.store_blob:
                     self.dest.write(chunk)
                 if unpack is None:
@@ -257,6 +270,8 @@ class _Download:
         if diff_id != layer.diff_id:
             detail = f"uncompressed layer hashes to {diff_id}, the config says {layer.diff_id}"
             raise DigestMismatch(detail, **context)
+        if sink is not None:
+            sink.close()
 
     def finish(self) -> dict:
         """Complete `dest` (waiting for the compressor pool); the numbers for the cache record."""
