@@ -12,6 +12,7 @@ from doit.tools import config_changed
 
 from lambdaimages import catalog as catalog_module
 from lambdaimages.errors import ProjectError
+from lambdaimages.inventory import images as inventories
 from lambdaimages.publish import branches
 from lambdaimages.snapshot import render
 from lambdaimages.tasks import actions, database
@@ -35,17 +36,19 @@ DOIT_CONFIG = {
     "default_tasks": [f"build:{rt.name}" for rt in CATALOG.runtimes],
     "backend": "json",
     "dep_file": str(OUT / ".doit.json"),
-    "verbosity": 2,
+    # Quiet: each task's output goes to <out>/.logs/<task>.log and its live status to the console (`-v 2` streams).
+    "verbosity": 0,
     "continue": True,
-    "reporter": Reporter,
+    "reporter": Reporter.logging_to(OUT),
     # Two tasks at a time (threads): a build or a download overlaps another runtime's compression.
     # Compression itself is bounded by one pool of xz threads per process (lambdaimages.tools.xzblocks).
     "num_process": 2,
     "par_type": "thread",
 }
-# Every task shows its output as it comes, uncaptured: doit's capture swaps the process-wide sys.stdout/stderr
-# per task, which from two threads at once crashed Python (SIGSEGV in 5 of 8 runs of 14 runtimes, none without).
-SHOWN = {"verbosity": 2, "io": {"capture": False}}
+# doit's capture swaps the process-wide sys.stdout/stderr per task, which from two threads at once crashed Python
+# (SIGSEGV in 5 of 8 runs of 14 runtimes, none without). Tasks write through lambdaimages.output instead: a log
+# per task and a status line on the console, with no stream swapped.
+SHOWN = {"io": {"capture": False}}
 TEMPLATES = sorted(str(p) for p in render.TEMPLATES.glob("*.j2"))
 
 
@@ -89,13 +92,27 @@ def task_render():
         }
 
 
+def task_inventory():
+    """Inventory each image as <out>/<rt>/<arch>/sbom.cdx.json (CycloneDX): packages, runtime, files no rpm owns."""
+    for rt in CATALOG.runtimes:
+        yield {
+            "name": rt.name,
+            "actions": [(actions.inventory_runtime, [OUT, rt, sys.argv])],
+            "file_dep": actions.state_files(OUT, rt),
+            "task_dep": [f"export:{rt.name}"],
+            "targets": actions.sbom_files(OUT, rt),
+            "uptodate": [config_changed({"facts": inventories.FORMAT, "sbom": inventories.SBOM_FORMAT})],
+            **SHOWN,
+        }
+
+
 def task_snapshot():
-    """Snapshot a runtime: resolve, export and render (`doit snapshot:<rt>`)."""
+    """Snapshot a runtime: resolve, export, render and inventory (`doit snapshot:<rt>`)."""
     for rt in CATALOG.runtimes:
         yield {
             "name": rt.name,
             "actions": None,
-            "task_dep": [f"resolve:{rt.name}", f"export:{rt.name}", f"render:{rt.name}"],
+            "task_dep": [f"resolve:{rt.name}", f"export:{rt.name}", f"render:{rt.name}", f"inventory:{rt.name}"],
             "clean": [(actions.clean_snapshot, [OUT, rt])],
         }
 
@@ -130,6 +147,7 @@ def task_demo():
     return {
         "actions": [(actions.one_line_errors(demo.run_task), [Path(get_var("demo_out", "build-demo"))])],
         "uptodate": [False],
+        "meta": {"foreground": True},  # its inner doit run draws the console itself
         **SHOWN,
     }
 
@@ -179,7 +197,7 @@ def task_verify_branch():
     return {
         "actions": [(actions.verify_branch, [get_var("clone", None), get_var("manifest", None)])],
         "uptodate": [False],
-        "verbosity": 2,
+        **SHOWN,
     }
 
 

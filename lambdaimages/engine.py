@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,10 +13,11 @@ import docker
 import docker.errors
 import requests
 
-from lambdaimages import platforms
+from lambdaimages import output, platforms
 from lambdaimages.errors import EngineError
 
 _client: docker.DockerClient | None = None
+_STEP = re.compile(r"Step (\d+)/(\d+) :")
 # What the SDK raises when the engine refuses a call or the connection to it fails.
 _FAULTS = (docker.errors.APIError, requests.RequestException)
 
@@ -175,7 +177,9 @@ def build(context: Path, dockerfile: str, tag: str, label: str) -> str:
             *lines, pending = pending.split("\n")
             for line in lines:
                 if line.strip() and not line.startswith((" ---> Running in", "Removing intermediate")):
-                    print(f"{label}: {line.rstrip()}", flush=True)
+                    output.say(f"{label}: {line.rstrip()}", status=True)
+                    if step := _STEP.match(line):
+                        output.progress(int(step[1]) / int(step[2]), f"step {step[1]}/{step[2]}")
             aux = message.get("aux") or {}
             image = aux.get("ID", image)
     except _FAULTS as exc:

@@ -92,6 +92,19 @@ def documents_cache(out: Path) -> Path:
     return Path(out) / CACHE / "documents"
 
 
+def facts_cache(out: Path) -> Path:
+    """What each layer holds for inventories (packages, paths), by diff_id: read from a layer once, ever."""
+    return Path(out) / CACHE / "facts"
+
+
+SBOM = "sbom.cdx.json"
+
+
+def sbom_path(out: Path, runtime: str, arch: str) -> Path:
+    """The inventory of one architecture's image, CycloneDX 1.6 JSON, published with the snapshot."""
+    return arch_dir(out, runtime, arch) / SBOM
+
+
 def local_tag(runtime: str) -> str:
     """The tag of a runtime's Dockerfile build in the engine (the engine's own architecture)."""
     return f"{runtime}:local"

@@ -79,6 +79,8 @@ def test_table_reports_ratios_and_misses():
         "peak_rss": {"mb": 250, "met": True},
         "export": {"seconds": 50, "mb_s": 5.0, "xz_T0_alone_mb_s": 4.0, "ratio": 1.25, "met": True},
         "gzip_cold": {"seconds": 20.0, "ratio": 0.2},
+        "cold_vs_xz": {"xz_T0_alone_s": 50.0, "ratio": 1.2, "met": False},
+        "verify": {"seconds": 12.0, "xz_dc_s": 10.0, "tarballs_mb": 300.0, "ratio": 1.2, "met": True},
         "identical": {"tarballs_vs_xz_T0": "42/42"},
         "machine": {"cpus": 2, "memory_gb": 24, "xz": "xz 5.4.1", "engine": "20.10", "loadavg_at_start": [0],
                     "loadavg_at_end": [0]},
@@ -87,3 +89,7 @@ def test_table_reports_ratios_and_misses():
     cold = next(line for line in text.splitlines() if line.startswith("(a) cold"))
     assert "0.6" in cold and cold.endswith("NO")
     assert "tarballs_vs_xz_T0 42/42" in text
+    versus_xz = next(line for line in text.splitlines() if line.startswith("(a) cold vs xz"))
+    assert "1.2" in versus_xz and versus_xz.endswith("NO")
+    verify = next(line for line in text.splitlines() if line.startswith("(f) verify"))
+    assert "1.2" in verify and verify.endswith("yes")

@@ -57,6 +57,12 @@ def listed_files(changes_md: str) -> dict[str, dict[str, set[str]]]:
     return result
 
 
+def printed_changes(stdout: str, task: str) -> str:
+    """What `doit changes:<rt>` printed: from the changelog's title to the task's end line."""
+    start = stdout.index("# Changes in")
+    return stdout[start : stdout.index(f"done   {task}", start)]
+
+
 def files_section(changes_md: str) -> list[str]:
     return [re.split(r"\n##+ ", block)[0] for block in changes_md.split("### Files")[1:]]
 
@@ -226,8 +232,9 @@ def test_changes_without_repository_compares_with_the_previous_local_snapshot(wo
     # local snapshot (kept when resolve replaced the state) is the reference.
     name = world["names"]["a"]
     proc = run_doit(world["plain_catalog"], world["tmp"] / "out2", f"changes:{name}")
-    assert "compared with the previous local snapshot" in proc.stdout
-    assert files_section(proc.stdout) == files_section(world["moved_changes"])
+    printed = printed_changes(proc.stdout, f"changes:{name}")
+    assert "compared with the previous local snapshot" in printed
+    assert files_section(printed) == files_section(world["moved_changes"])
 
 
 def test_previous_layers_come_from_git_lfs_when_not_cached(world):

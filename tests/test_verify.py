@@ -452,7 +452,7 @@ def test_doit_verify_prints_the_table_writes_reports_and_fails_naming_runtime_an
         [a, "arm64", "pass", "pass", "pass", "pass", "pass"],  # loaded, and invoked under emulation
         [b, "x86_64", "pass", "pass", "pass", "pass", "FAIL"],
     ]
-    closing = proc.stdout.splitlines()[-2]
+    closing = next(line for line in proc.stdout.splitlines() if line.startswith("verify: "))
     assert closing.startswith("verify: 2 runtimes: 1 passed, 1 failed, 0 not verified; reports: ")
     summary = json.loads((world["out"] / ".reports" / "verify.json").read_text())
     assert summary["counts"] == {"runtimes": 2, "passed": 1, "failed": 1, "not_verified": 0}
@@ -480,7 +480,8 @@ def test_single_runtime_verify_reruns_when_its_image_changed(world, docker_clien
     docker_client.images.remove(f"{a}:local", force=True)
     proc = run_doit(world["catalog"], world["out"], f"verify:{a}")  # builds the missing image from the snapshot
     assert docker_client.images.get(f"{a}:local") is not None
-    assert f"verify {a} x86_64: tarballs pass, identity pass, tree pass, config pass, invoke pass" in proc.stdout
+    log = (world["out"] / ".logs" / f"verify:{a}.log").read_text()  # each runtime's lines go to its log
+    assert f"verify {a} x86_64: tarballs pass, identity pass, tree pass, config pass, invoke pass" in log
     assert f"verify:{b}" not in proc.stdout and "verify:_report" not in proc.stdout
     recorded = json.loads((world["out"] / ".reports" / "verify" / f"{a}.json").read_text())
     assert recorded["inputs"]["image_id"] == docker_client.images.get(f"{a}:local").id

@@ -15,10 +15,11 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from lambdaimages import layout
+from lambdaimages import layout, output
 from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Catalog, Runtime
 from lambdaimages.errors import OutputError, PublishError
+from lambdaimages.inventory import images as inventories
 from lambdaimages.publish import changes, git, snapshots
 from lambdaimages.snapshot import export, render
 from lambdaimages.state import State
@@ -171,14 +172,15 @@ def branch_snapshot(repo: git.PrivateRepo, commit: str, runtime: Runtime, out: P
             repo.lfs_fetch(commit, to_fetch)
         except PublishError as exc:
             # CHANGES.md then says which layers it could not compare; publishing itself does not need them.
-            print(f"{runtime.name}: previous layers not fetched, no file-level comparison: {exc}")
+            output.say(f"{runtime.name}: previous layers not fetched, no file-level comparison: {exc}")
     archs = {}
     for arch, layers in plan.items():
         found = tuple(
             snapshots.Layer(name, size, source if source is not None and source.is_file() else None)
             for name, _, size, source in layers
         )
-        archs[arch] = snapshots.ArchSnapshot(arch, digests.get(arch), found, dockerfiles[arch])
+        inventory = inventories.parse(repo.show(commit, f"{arch}/{layout.SBOM}"))
+        archs[arch] = snapshots.ArchSnapshot(arch, digests.get(arch), found, dockerfiles[arch], inventory)
     return snapshots.Snapshot(runtime.name, reference, f"published commit {commit[:12]}", archs)
 
 
@@ -261,7 +263,7 @@ def _create_local_target(url: str) -> None:
     if path is None or path.exists():
         return
     git.init_bare(path)
-    print(f"created bare repository {path}")
+    output.say(f"created bare repository {path}", show=True)
 
 
 def changes_text(out: Path, runtime: Runtime, repo: str | None) -> str:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lambdaimages.errors import OutputError
+from lambdaimages.inventory import report
+from lambdaimages.inventory.merge import Inventory
 from lambdaimages.publish.contents import Scan, packages, scan, versions
 from lambdaimages.publish.snapshots import ArchSnapshot, Layer, Snapshot
 from lambdaimages.snapshot import render
@@ -84,7 +86,7 @@ def _compare_arch(before: ArchSnapshot | None, now: ArchSnapshot, listed: int) -
         sizes = sum(e.size for e in new_scan.tree.values() if e.type == "file" and e.hardlinks[:1] in ((), (e.path,)))
         return ArchChanges(
             now.arch, None, now.manifest_digest, now.layers, (), 0,
-            tuple((name, None, value) for name, value in versions(new_scan).items()),
+            tuple((name, None, value) for name, value in _versions_of(now, new_scan).items()),
             None, (), None, {}, {}, None, (len(new_scan.tree), sizes),
         )  # fmt: skip
     old_names = {layer.hex for layer in before.layers}
@@ -104,7 +106,7 @@ def _compare_arch(before: ArchSnapshot | None, now: ArchSnapshot, listed: int) -
         )
     else:
         old_scan = _scan_layers(before)
-    new_versions = versions(new_scan)
+    new_versions = _versions_of(now, new_scan)
     if old_scan is None:
         return ArchChanges(
             now.arch, before.manifest_digest, now.manifest_digest, added, removed, kept,
@@ -112,14 +114,19 @@ def _compare_arch(before: ArchSnapshot | None, now: ArchSnapshot, listed: int) -
             None, config, None, {}, {}, note,
         )  # fmt: skip
     diff = diff_trees(old_scan.tree, new_scan.tree)
-    old_versions = versions(old_scan)
+    if before.inventory is not None and now.inventory is not None:
+        # From the two inventories (rpm of every database format, dpkg, language packages), not the layers.
+        old_versions = before.inventory.versions
+        package_rows = _inventory_changes(before.inventory, now.inventory)
+    else:
+        old_versions = versions(old_scan)
+        package_rows = _package_changes(packages(old_scan), packages(new_scan))
     version_rows = tuple(
         (name, old_versions.get(name), new_versions.get(name)) for name in sorted(old_versions.keys() | new_versions)
     )
     return ArchChanges(
         now.arch, before.manifest_digest, now.manifest_digest, added, removed, kept, version_rows,
-        _package_changes(packages(old_scan), packages(new_scan)), config, diff,
-        summarize_by_top_dir(diff), _listed(diff, listed), note,
+        package_rows, config, diff, summarize_by_top_dir(diff), _listed(diff, listed), note,
     )  # fmt: skip
 
 
@@ -131,6 +138,22 @@ def _scan_layers(snapshot: ArchSnapshot) -> Scan:
         return scan([layer.source for layer in snapshot.layers])
     except ValueError as exc:
         raise OutputError(f"{snapshot.arch}: {exc}") from None
+
+
+def _versions_of(snapshot: ArchSnapshot, found: Scan) -> dict[str, str]:
+    """The OS and runtime versions: the inventory's when there is one, else read from the layers' scan."""
+    return snapshot.inventory.versions if snapshot.inventory is not None else versions(found)
+
+
+def _inventory_changes(old: Inventory, new: Inventory) -> dict[str, tuple]:
+    """Packages added, removed and changed, each named with its kind (`pypi: boto3`)."""
+    found = report.diff(old, new)
+    return {
+        "added": tuple((f"{c.kind}: {c.name}", c.new) for c in found.added),
+        "removed": tuple((f"{c.kind}: {c.name}", c.old) for c in found.removed),
+        "changed": tuple((f"{c.kind}: {c.name}", c.old, c.new) for c in found.changed),
+        "count": len(new.packages),
+    }
 
 
 def _package_changes(old: dict[str, str] | None, new: dict[str, str] | None) -> dict[str, tuple] | None:

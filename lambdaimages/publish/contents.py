@@ -10,9 +10,6 @@ import gzip
 import hashlib
 import lzma
 import os
-import re
-import sqlite3
-import struct
 import tarfile
 import tempfile
 import threading
@@ -21,20 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from lambdaimages.inventory import dpkg, rpmdb
+from lambdaimages.inventory.versions import TEXT_FILES, runtime_versions
 from lambdaimages.tools.tree import CHUNK, Entry, merge_layers
 
 TEXT_LIMIT = 1 << 20  # version files are small; a bigger one is not read
 DATABASE_LIMIT = 256 << 20
 
-# Files whose content names a version, by path in the image (no leading slash).
-TEXT_FILES = re.compile(
-    r"^(?:etc/os-release|usr/lib/os-release|etc/system-release|var/lang/version|var/lang/release"
-    r"|var/lang/include/python[0-9][^/]*/patchlevel\.h|var/lang/include/node/node_version\.h"
-    r"|var/lang/lib/ruby/[^/]+/[^/]+/rbconfig\.rb)$"
-)
 RPMDB = "var/lib/rpm/rpmdb.sqlite"
-DPKG_STATUS = "var/lib/dpkg/status"
-DOTNET_RE = re.compile(r"^var/lang/(?:.+/)?shared/Microsoft\.NETCore\.App/([0-9][^/]*)$")
+DPKG_STATUS = dpkg.STATUS
 
 
 # -- reading layers -------------------------------------------------------------------------------
@@ -156,37 +148,7 @@ def _collect(stream: BinaryIO, contents: dict[str, object], failure: list[BaseEx
 
 def versions(found: Scan) -> dict[str, str]:
     """Version strings read from well-known places of the image, by what they name."""
-    result: dict[str, str] = {}
-    os_release = found.text("etc/os-release") or found.text("usr/lib/os-release")
-    if os_release:
-        fields = dict(_os_release_fields(os_release))
-        name = fields.get("PRETTY_NAME") or " ".join(filter(None, (fields.get("NAME"), fields.get("VERSION_ID"))))
-        if name:
-            result["os"] = name
-    system_release = found.text("etc/system-release")
-    if system_release and system_release.strip() and "os" not in result:
-        result["os"] = system_release.strip().splitlines()[0]
-    for path in found.tree:
-        if not path.startswith("var/lang/"):
-            continue
-        text = found.text(path) if TEXT_FILES.match(path) else None
-        if text is None:
-            if match := DOTNET_RE.match(path):
-                result["dotnet"] = " ".join(filter(None, (result.get("dotnet"), match[1])))
-            continue
-        if path.endswith("patchlevel.h") and (match := re.search(r'#define\s+PY_VERSION\s+"([^"]+)"', text)):
-            result["python"] = match[1]
-        elif path.endswith("node_version.h"):
-            parts = [re.search(rf"#define\s+NODE_{p}_VERSION\s+(\d+)", text) for p in ("MAJOR", "MINOR", "PATCH")]
-            if all(parts):
-                result["node"] = ".".join(m[1] for m in parts)
-        elif path.endswith("rbconfig.rb") and (match := re.search(r'"RUBY_PROGRAM_VERSION"\]\s*=\s*"([^"]+)"', text)):
-            result["ruby"] = match[1]
-        elif path == "var/lang/release" and (match := re.search(r'^JAVA_VERSION="?([^"\n]+)"?', text, re.M)):
-            result["java"] = match[1]
-        elif path == "var/lang/version" and text.strip():
-            result["runtime"] = text.strip().splitlines()[0]
-    return dict(sorted(result.items()))
+    return runtime_versions(found.tree, found.text)
 
 
 def packages(found: Scan) -> dict[str, str] | None:
@@ -198,22 +160,13 @@ def packages(found: Scan) -> dict[str, str] | None:
     return None
 
 
-def _os_release_fields(text: str) -> Iterator[tuple[str, str]]:
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.strip():
-            yield key.strip(), value.strip().strip("\"'")
-
-
 def _dpkg_packages(text: str) -> dict[str, str]:
     result = {}
-    for paragraph in re.split(r"\n\s*\n", text):
-        fields = dict(re.findall(r"^([A-Za-z-]+):\s*(.*)$", paragraph, re.M))
-        if "Package" in fields and "Version" in fields and fields.get("Status", "installed").endswith("installed"):
-            name = fields["Package"]
-            if fields.get("Architecture") not in (None, "all", ""):
-                name = f"{name}:{fields['Architecture']}" if name in result else name
-            result[name] = fields["Version"]
+    for package in dpkg.status_packages(text):
+        name = package.name
+        if package.arch not in ("all", ""):
+            name = f"{name}:{package.arch}" if name in result else name
+        result[name] = package.version
     return dict(sorted(result.items()))
 
 
@@ -230,52 +183,11 @@ def _rpm_packages_from(stream: BinaryIO) -> tuple[str, dict[str, str] | None]:
 
 def rpm_packages(database: Path) -> dict[str, str] | None:
     """name -> [epoch:]version-release of an rpm sqlite database (`Packages` table of rpm header blobs)."""
-    try:
-        connection = sqlite3.connect(f"file:{database}?immutable=1", uri=True)
-        try:
-            rows = connection.execute("SELECT blob FROM Packages").fetchall()
-        finally:
-            connection.close()
-    except sqlite3.Error:
+    found = rpmdb.read_sqlite(database, RPMDB)
+    if found.notes and not found.packages:
         return None
-    found: dict[str, list[tuple[str, str]]] = {}
-    for (blob,) in rows:
-        header = _rpm_header(bytes(blob))
-        if header is None or "name" not in header:
-            continue
-        version = f"{header.get('version', '?')}-{header.get('release', '?')}"
-        if header.get("epoch"):
-            version = f"{header['epoch']}:{version}"
-        found.setdefault(header["name"], []).append((header.get("arch", ""), version))
-    result = {}
-    for name, items in found.items():
-        if len(items) == 1:
-            result[name] = items[0][1]
-        else:
-            for arch, version in items:
-                result[f"{name}.{arch}"] = version
+    archs: dict[str, int] = {}
+    for package in found.packages:
+        archs[package.name] = archs.get(package.name, 0) + 1
+    result = {f"{p.name}.{p.arch}" if archs[p.name] > 1 else p.name: p.full_version for p in found.packages}
     return dict(sorted(result.items()))
-
-
-RPM_TAGS = {1000: "name", 1001: "version", 1002: "release", 1003: "epoch", 1022: "arch"}
-
-
-def _rpm_header(blob: bytes) -> dict[str, str] | None:
-    """The few tags we need of an rpm header blob: index count, data length, 16-byte index entries, data."""
-    try:
-        count, length = struct.unpack_from(">II", blob, 0)
-        data = blob[8 + 16 * count :]
-        if len(data) < length:
-            return None
-        result = {}
-        for number in range(count):
-            tag, kind, offset, _ = struct.unpack_from(">iiii", blob, 8 + 16 * number)
-            if tag not in RPM_TAGS:
-                continue
-            if kind == 4:  # INT32
-                result[RPM_TAGS[tag]] = str(struct.unpack_from(">i", data, offset)[0])
-            elif kind in (6, 8, 9):  # STRING, STRING_ARRAY, I18NSTRING: NUL-terminated
-                result[RPM_TAGS[tag]] = data[offset : data.index(b"\0", offset)].decode("utf-8", "replace")
-        return result
-    except (struct.error, ValueError):
-        return None

@@ -11,6 +11,8 @@ from lambdaimages import layout
 from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import OutputError, RenderError
+from lambdaimages.inventory import images as inventories
+from lambdaimages.inventory.merge import Inventory
 from lambdaimages.snapshot import export, render
 from lambdaimages.state import State
 from lambdaimages.tools.dockerfile import add_instructions
@@ -34,6 +36,7 @@ class ArchSnapshot:
     manifest_digest: str | None
     layers: tuple[Layer, ...]
     dockerfile: str | None = None
+    inventory: Inventory | None = None  # what the image holds (its SBOM), None when not known here
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,8 @@ def current_snapshot(out: Path, runtime: Runtime) -> Snapshot:
                 raise OutputError(f"{runtime.name}: {tarball} is missing: run doit snapshot:{runtime.name}")
             layers.append(Layer(layer.hex, tarball.stat().st_size, tarball, created_by))
         dockerfile = _read_text(layout.dockerfile(out, runtime.name, arch))
-        archs[arch] = ArchSnapshot(arch, state.manifest_digest, tuple(layers), dockerfile)
+        inventory = inventories.read(layout.sbom_path(out, runtime.name, arch))
+        archs[arch] = ArchSnapshot(arch, state.manifest_digest, tuple(layers), dockerfile, inventory)
     return Snapshot(runtime.name, reference, "this snapshot", archs)
 
 
@@ -97,7 +101,9 @@ def local_previous(out: Path, runtime: Runtime) -> Snapshot | None:
             dockerfile = render.render_dockerfile(runtime, state)
         except RenderError:
             dockerfile = None
-        archs[arch] = ArchSnapshot(arch, state.manifest_digest, layers, dockerfile)
+        pairs = zip(state.layers, layers, strict=True)
+        inventory = inventories.of_layers(out, [(layer.diff_id, kept_layer.source) for layer, kept_layer in pairs])
+        archs[arch] = ArchSnapshot(arch, state.manifest_digest, layers, dockerfile, inventory)
     if not kept:
         return None
     return Snapshot(runtime.name, reference, "the previous local snapshot", archs)

@@ -13,15 +13,13 @@ import hashlib
 import json
 import lzma
 import shutil
-import sys
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from lambdaimages import layout, platforms
+from lambdaimages import layout, output, platforms
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import DigestMismatch, OutputError, ProjectError, RegistryError, label
 from lambdaimages.registry.client import RegistryClient
@@ -30,10 +28,7 @@ from lambdaimages.state import Layer, State
 from lambdaimages.tools import xzblocks
 from lambdaimages.tools.files import AtomicWrite, atomic_file, link_or_copy, locked
 
-PROGRESS_EVERY = 2.0
-PROGRESS_MIN_BYTES = 8 << 20
 UNPACK_LIMIT = 4 << 20
-_print_lock = threading.Lock()
 
 
 def codec_name(runtime: Runtime) -> str:
@@ -47,7 +42,12 @@ def layer_context(runtime: Runtime, arch: str, state: State, number: int) -> dic
 
 
 def fetch(
-    runtime: Runtime, states: dict[str, State], out: Path, client: RegistryClient, blob_sink: BlobSink | None = None
+    runtime: Runtime,
+    states: dict[str, State],
+    out: Path,
+    client: RegistryClient,
+    blob_sink: BlobSink | None = None,
+    tar_sink: BlobSink | None = None,
 ) -> None:
     """Put every layer of every architecture into the cache only; the snapshot in `<out>/<rt>` is not touched.
 
@@ -58,6 +58,8 @@ def fetch(
     `blob_sink(arch, number, layer)` may give a writer that receives the bytes of that layer's blob as they
     are downloaded (e.g. to load the image from them without reading the layer again); it is closed after the
     blob's last byte, and a download that fails leaves it unclosed. Layers already cached are not downloaded.
+    `tar_sink` likewise receives the uncompressed layer tar (e.g. for the layer's inventory), closed after its
+    diff_id matched.
     """
     started: list[_CacheEntry] = []
     busy: list[_CacheEntry] = []
@@ -65,8 +67,11 @@ def fetch(
         for arch, state in states.items():
             for number, layer in enumerate(state.layers, 1):
                 entry = _CacheEntry(runtime, layer, out, layer_context(runtime, arch, state, number))
-                sink = (lambda a=arch, n=number, la=layer: blob_sink(a, n, la)) if blob_sink else None
-                status = entry.start(client, wait=False, sink=sink)
+                sinks = [
+                    (lambda a=arch, n=number, la=layer, f=factory: f(a, n, la)) if factory else None
+                    for factory in (blob_sink, tar_sink)
+                ]
+                status = entry.start(client, wait=False, sinks=sinks)
                 if status == STARTED:
                     started.append(entry)
                 elif status == BUSY:
@@ -141,10 +146,11 @@ class _CacheEntry:
         self.dest: AtomicWrite | None = None
         self.download: _Download | None = None
 
-    def start(self, client: RegistryClient, *, wait: bool, sink=None) -> str:
+    def start(self, client: RegistryClient, *, wait: bool, sinks=(None, None)) -> str:
         """STARTED (call `finish` or `abort` next), CACHED (nothing to do) or BUSY (locked elsewhere).
 
-        `sink()`, when given, is asked for a writer of the blob's bytes once the download starts.
+        `sinks` are (blob, tar) factories, asked for a writer of the blob's bytes and of the uncompressed
+        tar once the download starts.
         """
         if not self.lock.enter_context(locked(self.folder / f"{self.layer.hex}.lock", wait=wait)):
             self.lock.close()
@@ -156,7 +162,7 @@ class _CacheEntry:
             with self._named_errors():
                 self.dest = AtomicWrite(self.path)
                 self.download = _Download(self.runtime, self.layer, self.context, self.dest.file, spool=self.folder)
-                self.download.run(client, sink() if sink else None)
+                self.download.run(client, *(make() if make else None for make in sinks))
         except BaseException:
             self.abort()
             raise
@@ -221,7 +227,7 @@ class _Download:
         if runtime.compression == "gzip" and not self.gzipped:
             self.gz = zlib.compressobj(runtime.level, zlib.DEFLATED, 31)
 
-    def run(self, client: RegistryClient, sink: BinaryIO | None = None) -> None:
+    def run(self, client: RegistryClient, sink: BinaryIO | None = None, tar_sink: BinaryIO | None = None) -> None:
         layer, context = self.layer, self.context
         diff_hasher = hashlib.sha256()
         unpack = zlib.decompressobj(wbits=31) if self.gzipped else None
@@ -229,6 +235,8 @@ class _Download:
         def consume(data: bytes) -> None:
             self.raw += len(data)
             diff_hasher.update(data)
+            if tar_sink is not None:
+                tar_sink.write(data)
             if self.xz is not None:
                 self.xz.write(data)
             elif self.gz is not None:
@@ -266,15 +274,18 @@ class _Download:
             for _ in blob:
                 pass  # a download corrupted on the way fails the digest check: say that, not "not gzip"
             raise RegistryError(f"blob {layer.digest} is not valid gzip: {exc}", **context) from None
+        self.progress.fetched()
         diff_id = "sha256:" + diff_hasher.hexdigest()
         if diff_id != layer.diff_id:
             detail = f"uncompressed layer hashes to {diff_id}, the config says {layer.diff_id}"
             raise DigestMismatch(detail, **context)
-        if sink is not None:
-            sink.close()
+        for done in (sink, tar_sink):
+            if done is not None:
+                done.close()
 
     def finish(self) -> dict:
         """Complete `dest` (waiting for the compressor pool); the numbers for the cache record."""
+        self.progress.waiting()
         try:
             if self.xz is not None:
                 self.xz.close()
@@ -301,32 +312,33 @@ def _labelled(chunks: Iterator[bytes], context: dict[str, str]) -> Iterator[byte
 
 
 class _Progress:
-    """A line on stderr every few seconds for big layers: bytes in, total, MB/s."""
+    """A layer's live status (bytes in, total, MB/s) for the console, and its numbers for the run's summary."""
 
     def __init__(self, label: str, total: int) -> None:
         self.label, self.total = label, total
         self.seen = 0
-        self.start = self.last = time.monotonic()
-        self.loud = total >= PROGRESS_MIN_BYTES
+        self.start = time.monotonic()
+        self.downloaded = 0.0
 
     def update(self, n: int) -> None:
         self.seen += n
-        now = time.monotonic()
-        if self.loud and now - self.last >= PROGRESS_EVERY:
-            self.last = now
-            rate = self.seen / (now - self.start) / 1e6
-            self._say(f"{self.label}: {self.seen / 1e6:.1f}/{self.total / 1e6:.1f} MB downloaded, {rate:.1f} MB/s")
+        rate = self.seen / max(time.monotonic() - self.start, 1e-6) / 1e6
+        text = f"{self.label}: {self.seen / 1e6:.1f}/{self.total / 1e6:.1f} MB downloaded, {rate:.1f} MB/s"
+        output.progress(self.seen / self.total if self.total else None, text)
+
+    def fetched(self) -> None:
+        """The blob is in: what is left is the compressor pool's."""
+        self.downloaded = time.monotonic() - self.start
+        output.count("downloaded", layers=1, bytes=self.seen, seconds=self.downloaded)
+
+    def waiting(self) -> None:
+        output.progress(None, f"{self.label}: compressing")
 
     def done(self, raw: int, written: int, seconds: float, codec: str) -> None:
-        if self.loud:
-            rate = raw / max(seconds, 1e-6) / 1e6
-            sizes = f"{raw / 1e6:.1f} MB -> {written / 1e6:.1f} MB {codec}"
-            self._say(f"{self.label}: {sizes} in {seconds:.1f} s ({rate:.1f} MB/s)")
-
-    @staticmethod
-    def _say(line: str) -> None:
-        with _print_lock:
-            print(line, file=sys.stderr, flush=True)
+        rate = raw / max(seconds, 1e-6) / 1e6
+        sizes = f"{raw / 1e6:.1f} MB -> {written / 1e6:.1f} MB {codec}"
+        output.say(f"{self.label}: {sizes} in {seconds:.1f} s ({rate:.1f} MB/s)")
+        output.count("compressed", layers=1, bytes=raw)  # the summary's rate is over the run's wall time
 
 
 def find_cached(out: Path, hex_digest: str) -> Path | None:

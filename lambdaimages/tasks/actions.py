@@ -9,11 +9,13 @@ from pathlib import Path
 
 from doit.exceptions import TaskFailed
 
-from lambdaimages import engine, layout
+from lambdaimages import engine, layout, output
 from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import EngineError, OutputError, ProjectError, PublishError, RenderError
 from lambdaimages.image import load, push
+from lambdaimages.inventory import images as inventories
+from lambdaimages.inventory import report
 from lambdaimages.publish import branches
 from lambdaimages.snapshot import documents, export, fingerprint, render, resolve
 
@@ -57,7 +59,8 @@ def resolve_runtime(out: Path, runtime: Runtime) -> dict:
     # Written only when every architecture resolved: a failure leaves the whole runtime as it was.
     changed = [state.architecture for state in states if states_on_disk.write(out, state)]
     if changed:
-        print(f"{runtime.name}: upstream {runtime.image} changed for {', '.join(changed)}")
+        output.say(f"{runtime.name}: upstream {runtime.image} changed for {', '.join(changed)}")
+        output.moved(runtime.name)
     return {}
 
 
@@ -81,7 +84,8 @@ def export_runtime(out: Path, runtime: Runtime) -> dict:
     try:
         # Every layer of every architecture into the cache first: a fault stops the export before the snapshot
         # changes. The blobs being downloaded also feed `docker load` of their architecture (no second read).
-        export.fetch(runtime, states, out, client, blob_sink=loads.sink)
+        # And the uncompressed tars feed each layer's inventory facts.
+        export.fetch(runtime, states, out, client, blob_sink=loads.sink, tar_sink=_facts_writer(out))
         for state in states.values():
             documents.fetch_missing(out, state, client)
         written = []
@@ -94,6 +98,13 @@ def export_runtime(out: Path, runtime: Runtime) -> dict:
         raise
     loads.finish()
     return {"files": fingerprint.files(written)}
+
+
+def _facts_writer(out: Path):
+    def sink(arch: str, number: int, layer):
+        return inventories.FactsWriter(out, layer)
+
+    return sink
 
 
 class _Loads:
@@ -126,10 +137,11 @@ class _Loads:
             try:
                 image = streamed.finish()
             except (EngineError, OutputError) as exc:
-                print(f"{self.runtime.name}: {exc} (load:{self.runtime.name} tries again)")
+                output.say(f"{self.runtime.name}: {exc} (load:{self.runtime.name} tries again)")
                 continue
             tag = layout.loaded_tag(self.runtime.name, arch)
-            print(f"{self.runtime.name}: loaded {tag} {image} (upstream's config digest), from the download")
+            output.say(f"{self.runtime.name}: loaded {tag} {image} (upstream's config digest), from the download")
+            output.count("loaded", images=1)
 
     def abort(self) -> None:
         for streamed in self.started.values():
@@ -147,6 +159,30 @@ def snapshot_unchanged(out: Path, runtime: Runtime):
     return check
 
 
+# -- inventory -----------------------------------------------------------------------------
+
+
+@one_line_errors
+def inventory_runtime(out: Path, runtime: Runtime, argv: list[str]) -> dict:
+    """Write each architecture's SBOM; its summary is shown when `inventory` is on the command line."""
+    asked = any(word.split(":", 1)[0] == "inventory" for word in argv[1:])
+    for arch in runtime.architectures:
+        state = states_on_disk.read(out, runtime.name, arch)
+        try:
+            path, found = inventories.write(out, runtime, state)
+        except OSError as exc:
+            raise OutputError(f"cannot write the inventory: {exc}", runtime=runtime.name, arch=arch) from None
+        output.say(f"{runtime.name} {arch}: {path}", show=asked)
+        for line in report.summary(found):
+            output.say(f"  {line}", show=asked)
+        output.count("inventoried", images=1, packages=len(found.packages))
+    return {}
+
+
+def sbom_files(out: Path, runtime: Runtime) -> list[str]:
+    return [str(layout.sbom_path(out, runtime.name, arch)) for arch in runtime.architectures]
+
+
 # -- render --------------------------------------------------------------------------------
 
 
@@ -159,7 +195,7 @@ def render_settings(runtime: Runtime) -> dict:
 def render_runtime(out: Path, runtime: Runtime) -> dict:
     states = {arch: states_on_disk.read(out, runtime.name, arch) for arch in runtime.architectures}
     for path in render.render(runtime, states, out):
-        print(f"{runtime.name}: wrote {path}")
+        output.say(f"{runtime.name}: wrote {path}")
     return {}
 
 
@@ -194,13 +230,14 @@ def build_runtime(out: Path, runtime: Runtime) -> dict:
     others = [a for a in runtime.architectures if a != native]
     if others and native not in _said_not_built:
         _said_not_built.add(native)
-        print(f"The engine is {native}: Dockerfile builds are {native} only; each architecture loads as <rt>:<arch>.")
+        output.say(f"The engine is {native}: Dockerfile builds are {native} only; every architecture is loaded.")
     if plan is None:
-        print(f"{runtime.name}: no {native} image in the catalog; nothing to build")
+        output.say(f"{runtime.name}: no {native} image in the catalog; nothing to build")
         return {"inputs": None, "image_id": None}
     context, dockerfile, arch = plan
     image = engine.build(context, dockerfile, layout.local_tag(runtime.name), label=f"{runtime.name}")
-    print(f"{runtime.name}: built {layout.local_tag(runtime.name)} ({arch}) {image}")
+    output.say(f"{runtime.name}: built {layout.local_tag(runtime.name)} ({arch}) {image}")
+    output.count("built", images=1)
     return {"inputs": build_inputs(out, runtime), "image_id": image}
 
 
@@ -230,7 +267,8 @@ def load_runtime(out: Path, runtime: Runtime) -> dict:
         if load.is_loaded(out, runtime, arch):
             continue
         image = load.load(out, runtime, arch)
-        print(f"{runtime.name}: loaded {layout.loaded_tag(runtime.name, arch)} {image} (upstream's config digest)")
+        output.say(f"{runtime.name}: loaded {layout.loaded_tag(runtime.name, arch)} {image} (upstream's config digest)")
+        output.count("loaded", images=1)
     return {}
 
 
@@ -275,9 +313,10 @@ def push_runtime(out: Path, catalog, runtime: Runtime, to: str | None, argv: lis
     moved = f"{done.uploaded} blob(s) uploaded ({done.uploaded_bytes / 1e6:.1f} MB), {done.mounted} mounted, "
     moved += f"{done.present} already there"
     kind = "upstream's index" if done.index_is_upstreams else "index"
-    print(f"{runtime.name}: pushed {target} ({kind} {done.index_digest}): {moved}")
+    output.say(f"{runtime.name}: pushed {target} ({kind} {done.index_digest}): {moved}", show=True)
     for arch, digest in done.manifests.items():
-        print(f"{runtime.name}:   {arch} manifest {digest}")
+        output.say(f"{runtime.name}:   {arch} manifest {digest}", show=True)
+    output.count("pushed", blobs=done.uploaded, bytes=done.uploaded_bytes)
     return {"index": done.index_digest}
 
 
@@ -289,7 +328,7 @@ def clean_snapshot(out: Path, runtime: Runtime) -> None:
     for folder in (layout.runtime_dir(out, runtime.name), layout.state_path(out, runtime.name, "x").parent):
         if folder.exists():
             shutil.rmtree(folder)
-            print(f"removed {folder}")
+            output.say(f"removed {folder}")
 
 
 def clean_image(runtime: Runtime) -> None:
@@ -297,9 +336,9 @@ def clean_image(runtime: Runtime) -> None:
     for tag in tags:
         try:
             if engine.remove_image(tag):
-                print(f"removed image {tag}")
+                output.say(f"removed image {tag}")
         except ProjectError as exc:
-            print(f"{runtime.name}: {exc}")
+            output.say(f"{runtime.name}: {exc}")
 
 
 # -- publish and changes ---------------------------------------------------------------------
@@ -314,15 +353,15 @@ def publish_runtime(out: Path, runtime: Runtime, repo: str | None) -> dict:
         )
     outcome = branches.publish(out, runtime, repo)
     if outcome.pushed:
-        print(f"{runtime.name}: pushed {outcome.commit} to branch {runtime.name} of {repo}")
+        output.say(f"{runtime.name}: pushed {outcome.commit} to branch {runtime.name} of {repo}", show=True)
     else:
-        print(f"{runtime.name}: unchanged since published commit {outcome.commit}; nothing pushed")
+        output.say(f"{runtime.name}: unchanged since published commit {outcome.commit}; nothing pushed", show=True)
     return {"commit": outcome.commit}
 
 
 @one_line_errors
 def print_changes(out: Path, runtime: Runtime, repo: str | None) -> dict:
-    print(branches.changes_text(out, runtime, repo), end="")
+    output.say(branches.changes_text(out, runtime, repo).rstrip("\n"), show=True)
     return {}
 
 
@@ -331,7 +370,7 @@ def clean_private(out: Path, runtime: Runtime) -> None:
     folder = layout.publish_dir(out, runtime.name)
     if folder.exists():
         shutil.rmtree(folder)
-        print(f"removed {folder}")
+        output.say(f"removed {folder}")
 
 
 # -- verify --------------------------------------------------------------------------------
@@ -361,7 +400,8 @@ def verify_runtime(out: Path, catalog, runtime: Runtime):
     inputs = verify.inputs(out, runtime)
     result = verify.verify_runtime(out, runtime)
     reports.record(out, result, inputs)
-    print("\n".join(reports.describe(result)), flush=True)
+    output.say("\n".join(reports.describe(result)))
+    output.count("verified", runtimes=1)
     if result.failed:
         return TaskFailed(result.failure_message())
     return {"inputs": inputs}
@@ -383,7 +423,7 @@ def _missing_images(out: Path, runtime: Runtime) -> None:
                 if states_on_disk.read_or_none(out, runtime.name, arch) is not None:
                     load.load(out, runtime, arch)
     except (OutputError, EngineError) as exc:
-        print(f"{runtime.name}: {exc}")
+        output.say(f"{runtime.name}: {exc}")
 
 
 def verification_current(out: Path, runtime: Runtime):
@@ -419,8 +459,8 @@ def verify_report(out: Path, catalog) -> None:
     _reported.add(out)
     found = reports.verdicts(out, catalog)
     paths = reports.write(out, found)
-    print(reports.table(found))
-    print(reports.closing_line(found, paths), flush=True)
+    output.say(reports.table(found))
+    output.say(reports.closing_line(found, paths))
 
 
 @one_line_errors
@@ -431,9 +471,9 @@ def verify_branch(clone: str | None, manifest: str | None):
     if not clone:
         raise ProjectError("which clone? `doit verify_branch clone=PATH [manifest=sha256:...]`")
     result, named = branch.verify_clone(Path(clone), manifest)
-    print("\n".join(reports.describe(result)), flush=True)
+    output.say("\n".join(reports.describe(result)), show=True)
     if result.failed:
         return TaskFailed(f"{clone}: {result.failure_message()}")
     digests = ", ".join(f"{arch} {digest}" for arch, digest in named.manifests.items())
-    print(f"{clone}: branch {named.runtime} is upstream's image {named.reference} (manifests {digests})")
+    output.say(f"{clone}: branch {named.runtime} is upstream's image {named.reference} ({digests})", show=True)
     return {}

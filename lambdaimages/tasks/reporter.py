@@ -1,55 +1,164 @@
-"""How doit shows a run: one line per failure, no tracebacks for foreseeable failures."""
+"""How doit shows a run: a live or plain console, a log per task, one line per failure, one summary."""
 
 from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
 
 from doit.exceptions import TaskFailed, UnmetDependency
 from doit.reporter import ConsoleReporter
 
+from lambdaimages import output
 from lambdaimages.errors import RegistryUnreachable
+from lambdaimages.output import DONE, FAILED, IGNORED, UP_TO_DATE
 from lambdaimages.tasks.actions import ProjectFailure
+from lambdaimages.tasks.console import elapsed, open_console
 
 DEMO_HINT = "No network to the registry? `doit demo` runs the whole pipeline against a local registry."
+TAIL_LINES = 10
 
 
 class Reporter(ConsoleReporter):
-    """doit's console reporter, but a failure is `FAILED <task>: <message>` on one line.
+    """doit's reporter, drawing the run on lambdaimages.tasks.console and each task's log through output.
 
-    Tasks skipped because a task they depend on failed are counted, not listed, and so are further
-    failures with the same cause (one registry down stops every runtime it serves): the first
+    Under `-n 2 -P thread` doit calls `execute_task` on the worker thread that then runs the task's
+    actions (so `output.begin` there makes their `output.say` land in that task's log), and every other
+    method on the main thread. A task streams all its lines to the console when its doit verbosity is 2
+    (`doit -v 2`). A failure is `FAILED <task>: <message>` on one line, followed by its log's last lines
+    and path. Tasks skipped because a task they depend on failed are counted, not listed, and so are
+    further failures with the same cause (one registry down stops every runtime it serves): the first
     line is the one worth reading.
     """
+
+    out: Path | None = None  # the output folder whose .logs/ gets each task's log; None: no logs
+
+    @classmethod
+    def logging_to(cls, out: Path) -> type[Reporter]:
+        """This reporter writing task logs under `out` (doit wants a class: `DOIT_CONFIG["reporter"]`)."""
+        return type(cls.__name__, (cls,), {"out": Path(out)})
 
     def __init__(self, outstream, options):
         super().__init__(outstream, options)
         self.skipped = 0
         self.causes: dict[str, int] = {}
         self.unreachable = False
+        self.began = time.monotonic()
+        self.tally: Counter[str] = Counter()
+        self.fresh: Counter[str] = Counter()  # up-to-date tasks by kind (`build` of `build:<rt>`)
+        self.console = open_console(outstream)
+        self.foreground = False
+        output.reset()
+        output.use(self.console)
+
+    def write(self, text):
+        self.console.line(text.rstrip("\n"))
+
+    @staticmethod
+    def _shown(task) -> bool:
+        return bool(task.actions) and not task.name.startswith("_")
+
+    def _log(self, task) -> Path | None:
+        return output.log_path(self.out, task.name) if self.out is not None else None
+
+    def execute_task(self, task):
+        if self._foreground(task):
+            # The task draws the terminal itself (the demo's inner doit run): no view of ours meanwhile.
+            self.console.stop()
+            output.use(None)
+            self.foreground = True
+            output.begin(task.name, self._log(task), stream=True)
+        elif self._shown(task):
+            output.begin(task.name, self._log(task), stream=(task.verbosity or 0) >= 2)
+
+    @staticmethod
+    def _foreground(task) -> bool:
+        return bool((task.meta or {}).get("foreground"))
+
+    def add_success(self, task):
+        if self._foreground(task):
+            output.end(task.name, DONE)
+        elif self._shown(task):
+            self.tally[DONE] += 1
+            output.end(task.name, DONE)
+
+    def skip_uptodate(self, task):
+        if self._shown(task):
+            self.tally[UP_TO_DATE] += 1
+            self.fresh[task.name.split(":")[0]] += 1
+            output.end(task.name, UP_TO_DATE)
+
+    def skip_ignore(self, task):
+        if self._shown(task):
+            self.tally[IGNORED] += 1
+            output.end(task.name, IGNORED)
 
     def add_failure(self, task, fail):
         if isinstance(fail, UnmetDependency):
-            self.skipped += 1
+            self.skipped += self._shown(task)  # a group task (no actions) would have done nothing itself
             return
         self.failures.append({"task": task, "exception": fail})
+        self.tally[FAILED] += 1
         error = fail.error if isinstance(fail, ProjectFailure) else None
         self.unreachable |= isinstance(error, RegistryUnreachable)
         cause = error.cause if error is not None else None
         if cause:
             self.causes[cause] = self.causes.get(cause, 0) + 1
-            if self.causes[cause] > 1:
-                return
-        if isinstance(fail, TaskFailed) and not fail.traceback:
-            self.write(f"FAILED {task.name}: {fail.message}\n")
-        else:
-            self.write(f"FAILED {task.name}:\n{fail.get_msg()}\n")
+        if cause and self.causes[cause] > 1:
+            output.end(task.name, FAILED)  # counted: one line at the end
+            return
+        message = fail.message if isinstance(fail, TaskFailed) and not fail.traceback else fail.get_msg().rstrip()
+        log = self._log(task)
+        detail = [*output.tail(log, TAIL_LINES), f"log: {log}"] if log is not None and task.executed else []
+        output.end(task.name, FAILED, message=message, detail=detail)
+
+    def cleanup_error(self, exception):
+        self.write(exception.get_msg())
 
     def complete_run(self):
-        for cause, count in self.causes.items():
-            if count > 1:
-                self.write(f"FAILED {count - 1} more task(s) for the same reason: {cause}\n")
-        if self.failures:
-            more = f"; {self.skipped} task(s) that depend on them not run" if self.skipped else ""
-            self.write(f"{len(self.failures)} task(s) failed{more}.\n")
-        if self.unreachable:
-            self.write(DEMO_HINT + "\n")
-        if self.runtime_errors:
-            self.write("\n".join(self.runtime_errors) + "\n")
+        try:
+            for cause, count in self.causes.items():
+                if count > 1:
+                    self.write(f"FAILED {count - 1} more task(s) for the same reason: {cause}")
+            if self.unreachable:
+                self.write(DEMO_HINT)
+            if self.runtime_errors:
+                self.write("\n".join(self.runtime_errors))
+            if not (self.foreground and not self.tally):  # a foreground task alone printed its own summary
+                self.write("\n".join(self.summary()))
+        finally:
+            self.console.stop()
+            output.use(None)
+
+    def summary(self) -> list[str]:
+        """The run in a few lines: what moved upstream, what the counted work came to, the tasks, the wall time."""
+        lines = []
+        if moved := output.moved_runtimes():
+            lines.append(f"moved upstream: {', '.join(moved)}")
+        wall = time.monotonic() - self.began
+        for kind, totals in output.counts().items():
+            if "bytes" in totals and "seconds" not in totals:
+                totals["seconds"] = wall  # work spread over the run (compression in a pool): its rate over the run
+            lines.append(f"{kind} {_numbers(totals)}")
+        kinds = ", ".join(f"{n} {kind}" for kind, n in self.fresh.items())
+        parts = [f"{self.tally[DONE]} done"]
+        if self.tally[UP_TO_DATE]:
+            parts.append(f"{self.tally[UP_TO_DATE]} up to date ({kinds})")
+        for label, n in ((FAILED, self.tally[FAILED]), ("not run", self.skipped), (IGNORED, self.tally[IGNORED])):
+            if n:
+                parts.append(f"{n} {label}")
+        lines.append(f"tasks: {', '.join(parts)}; wall time {elapsed(time.monotonic() - self.began)}")
+        return lines
+
+
+def _numbers(totals: dict[str, float]) -> str:
+    """`6 layers, 1.2 MB in 0.4 s (3.0 MB/s)` from {"layers": 6, "bytes": 1.2e6, "seconds": 0.4}."""
+    parts = [f"{value:g} {key[:-1] if value == 1 and key.endswith('s') else key}"
+             for key, value in totals.items() if key not in ("bytes", "seconds")]  # fmt: skip
+    size, seconds = totals.get("bytes"), totals.get("seconds")
+    amount = " ".join(
+        ([f"{size / 1e6:.1f} MB"] if size is not None else [])
+        + ([f"in {seconds:.1f} s"] if seconds is not None else [])
+        + ([f"({size / 1e6 / seconds:.1f} MB/s)"] if size is not None and seconds else [])
+    )
+    return ", ".join([*parts, amount] if amount else parts)

@@ -29,7 +29,7 @@ from lambdaimages import platforms
 from lambdaimages.registry.client import OCI_INDEX, OCI_MANIFEST, sha256_digest
 from lambdaimages.testbed.samples import LAMBDA_ENV
 
-GENERATOR = "lambdaimages-bench-1"  # change it when the content changes: the cache is then rebuilt
+GENERATOR = "lambdaimages-bench-2"  # change it when the content changes: the cache is then rebuilt
 MB = 1_000_000
 MTIME = 1704067200
 ARCHES = platforms.NAMES
@@ -177,6 +177,9 @@ def _files(spec: LayerSpec) -> Iterator[tuple[str, int, bytes]]:
         name = spec.key.split("/")[1]
         yield "lambda-entrypoint.sh", 0o755, f'#!/bin/sh\n# {name}\nexec /var/runtime/bootstrap "$@"\n'.encode()
         yield "var/runtime/bootstrap", 0o755, content.text(6000)
+        # The config's WorkingDir exists in the layers, as in Lambda's images (else a Dockerfile build's WORKDIR
+        # would add it, and the build's tree would not be upstream's).
+        yield "var/task/.keep", 0o644, b""
         return
     if spec.key.startswith("config/"):
         for i in range(8):

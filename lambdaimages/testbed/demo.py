@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lambdaimages import layout
+from lambdaimages import layout, output
 from lambdaimages.errors import ProjectError
 from lambdaimages.registry.client import RegistryClient
 from lambdaimages.testbed import ROOT, doit_command, samples
@@ -51,9 +51,9 @@ def catalog_text(registry_url: str) -> str:
 def push_samples(client: RegistryClient) -> None:
     for name, (image, arches, _) in RUNTIMES.items():
         repository, tag = image.rsplit(":", 1)
-        images = {arch: samples.lambda_like_image(name, arch) for arch in arches}
+        images = {arch: samples.lambda_like_image(name, arch, extra_files=samples.demo_files(name)) for arch in arches}
         samples.push_image(client, repository, tag, images)
-        print(f"demo: pushed {image} ({', '.join(arches)})", flush=True)
+        output.say(f"demo: pushed {image} ({', '.join(arches)})", show=True)
 
 
 def _port_free(port: int) -> bool:
@@ -71,14 +71,14 @@ def run(out: Path, tasks: tuple[str, ...] = TASKS) -> int:
     out.mkdir(parents=True, exist_ok=True)
     port = PREFERRED_PORT if _port_free(PREFERRED_PORT) else None
     with LocalRegistry(port=port) as registry:
-        print(f"demo: local registry at {registry.url}", flush=True)
+        output.say(f"demo: local registry at {registry.url}", show=True)
         push_samples(RegistryClient(registry.url))
         catalog = out / "runtimes.yaml"
         catalog.write_text(catalog_text(registry.url))
         cmd = doit_command(catalog, out, *tasks)
-        print(f"demo: {' '.join(cmd[2:])}", flush=True)
+        output.say(f"demo: {' '.join(cmd[2:])}", show=True)
         code = subprocess.run(cmd, cwd=ROOT).returncode
-    print(summary(out), flush=True)
+    output.say(summary(out), show=True)
     return code
 
 

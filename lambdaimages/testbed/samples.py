@@ -10,8 +10,11 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import re
+import subprocess
 import tarfile
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -450,3 +453,71 @@ def _manifest_type(index_type: str) -> str:
         return _MANIFEST_FOR_INDEX[index_type]
     except KeyError:
         raise ValueError(f"not an index media type: {index_type!r}") from None
+
+
+# -- package databases for the demo's inventories ---------------------------------------------------
+
+RPM_CACHE = ROOT / ".venv" / "share" / "lambdaimages-samples"
+SAMPLE_RPMS = (
+    ("sample-base", "0", "1.0", "1"),
+    ("sample-libs", "2", "3.4.5", "7.amzn2023"),
+    ("sample-tools", "0", "0.9", "2"),
+)
+_SPEC = """Name: {name}
+Epoch: {epoch}
+Version: {version}
+Release: {release}
+Summary: a sample package of lambdaimages' demo
+License: MIT
+BuildArch: noarch
+%description
+A package whose only job is to be listed by the demo's inventory.
+%install
+mkdir -p %{{buildroot}}/usr/share/{name}
+echo {name} > %{{buildroot}}/usr/share/{name}/README
+%files
+/usr/share/{name}/README
+"""
+
+
+def rpm_database() -> bytes:
+    """A real rpm sqlite database (`var/lib/rpm/rpmdb.sqlite`) listing SAMPLE_RPMS, made once with rpmbuild and rpm.
+
+    rpm stamps install times into it, so it is made once per checkout and kept (in .venv/share) for the
+    sample images to stay byte for byte the same from run to run.
+    """
+    cached = RPM_CACHE / "rpmdb.sqlite"
+    if cached.is_file():
+        return cached.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="lambdaimages-rpm-") as tmp:
+        top, root = Path(tmp) / "build", Path(tmp) / "root"
+        for name, epoch, version, release in SAMPLE_RPMS:
+            spec = Path(tmp) / f"{name}.spec"
+            spec.write_text(_SPEC.format(name=name, epoch=epoch, version=version, release=release))
+            subprocess.run(["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {top}", str(spec)],
+                           check=True, capture_output=True)  # fmt: skip
+        rpms = sorted(str(p) for p in top.glob("RPMS/*/*.rpm"))
+        db = ("--root", str(root), "--dbpath", "/var/lib/rpm")
+        subprocess.run(["rpm", *db, "--initdb"], check=True, capture_output=True)
+        subprocess.run(
+            ["rpm", *db, "--nodeps", "--noscripts", "--justdb", "-i", *rpms], check=True, capture_output=True
+        )
+        data = (root / "var/lib/rpm/rpmdb.sqlite").read_bytes()
+    RPM_CACHE.mkdir(parents=True, exist_ok=True)
+    tmp_file = cached.with_name(f".{cached.name}.{os.getpid()}")
+    tmp_file.write_bytes(data)
+    os.replace(tmp_file, cached)
+    return data
+
+
+def demo_files(name: str) -> dict[str, bytes]:
+    """What the demo's sample images add so that `doit demo` shows an inventory: an rpm database, and a Python
+    or npm package for the runtimes named so."""
+    files = {"/var/lib/rpm/rpmdb.sqlite": rpm_database()}
+    if "python" in name:
+        metadata = b"Metadata-Version: 2.1\nName: sample-sdk\nVersion: 1.2.3\nLicense: Apache-2.0\n"
+        files["/var/runtime/sample_sdk-1.2.3.dist-info/METADATA"] = metadata
+    if "nodejs" in name:
+        package = {"name": "sample-sdk", "version": "3.2.1", "license": "Apache-2.0"}
+        files["/var/runtime/node_modules/sample-sdk/package.json"] = json.dumps(package).encode()
+    return files

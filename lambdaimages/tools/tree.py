@@ -105,8 +105,8 @@ def merge_layers(layers: Iterable[LayerSource]) -> dict[str, Entry]:
     return _entries(tree)
 
 
-def _normalize(name: str) -> str:
-    # Lexical only, as Docker's filepath.Clean: "/a" and "./a" are "a", "a/../b" is "b", "../x" stays "../x".
+def normalize_path(name: str) -> str:
+    """A tar member's path as Docker cleans it, lexically: "/a" and "./a" are "a", "a/../b" is "b", "../x" stays."""
     path = posixpath.normpath(name.lstrip("/"))
     return "" if path == "." else path
 
@@ -116,7 +116,7 @@ def _read_layer(stream: BinaryIO, lower: dict[str, _Node], name: str) -> _Layer:
     with tarfile.open(fileobj=stream, mode="r|*") as archive:  # "r|*" detects the compression by magic bytes
         while (member := archive.next()) is not None:
             archive.members.clear()  # stream mode would otherwise keep every header it has read
-            path = _normalize(member.name)
+            path = normalize_path(member.name)
             parent, base = posixpath.split(path)
             if base == OPAQUE:
                 layer.opaques.add(parent)
@@ -132,7 +132,7 @@ def _read_layer(stream: BinaryIO, lower: dict[str, _Node], name: str) -> _Layer:
 def _node(archive: tarfile.TarFile, member: tarfile.TarInfo, same: dict, lower: dict, name: str) -> _Node:
     if member.islnk():
         # Docker resolves a hardlink against the merged tree, then chowns and chmods the shared inode.
-        target = same.get(_normalize(member.linkname)) or lower.get(_normalize(member.linkname))
+        target = same.get(normalize_path(member.linkname)) or lower.get(normalize_path(member.linkname))
         if target is None or target.type == "dir":
             raise ValueError(f"{name}: hardlink {member.name} to {member.linkname}, which is not in the tree")
         target.uid, target.gid = member.uid, member.gid

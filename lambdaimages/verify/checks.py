@@ -34,7 +34,7 @@ from pathlib import Path
 
 import requests
 
-from lambdaimages import engine, layout
+from lambdaimages import engine, layout, output
 from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime, Smoke
 from lambdaimages.errors import EngineError
@@ -162,8 +162,10 @@ def _verify_arch(out: Path, runtime: Runtime, arch: str, image: str, emulated: b
         missing = Check("tarballs", FAIL, f"no snapshot: {layout.state_path(out, runtime.name, arch)}: {exc}")
         rest = [Check(name, SKIPPED, "no snapshot") for name in CHECKS[1:]]
         return ArchResult(runtime.name, arch, (missing, *rest))
+    output.progress(None, f"{arch}: check tarballs")
     tarballs, upstream_tree, tree_error = check_tarballs(out, runtime, arch, state, tree=True)
     tarballs = dataclasses.replace(tarballs, seconds=time.monotonic() - started)
+    output.progress(None, f"{arch}: check identity")
     identity = check_identity(out, runtime, state)
     found = engine.inspect_image(image)
     if found is None:
@@ -171,6 +173,7 @@ def _verify_arch(out: Path, runtime: Runtime, arch: str, image: str, emulated: b
         rest = (Check(name, FAIL, gone) for name in CHECKS[2:])
         return ArchResult(runtime.name, arch, (tarballs, identity, *rest), (), image)
     started = time.monotonic()
+    output.progress(None, f"{arch}: check tree")
     if tree_error is not None:
         tree = Check("tree", FAIL, tree_error)
     elif upstream_tree is None:
@@ -183,6 +186,7 @@ def _verify_arch(out: Path, runtime: Runtime, arch: str, image: str, emulated: b
         config = Check("config", FAIL, problems[0] + _more(problems), tuple(problems[:DETAILS]))
     else:
         config = Check("config", PASS, "equal to upstream's")
+    output.progress(None, f"{arch}: check invoke")
     why_not = emulation.cannot_run(arch) if emulated else None
     invoke = Check("invoke", CANNOT_RUN, why_not) if why_not else check_invoke(runtime, found["Id"])
     checks = (tarballs, identity, tree, config, invoke)

@@ -1,0 +1,116 @@
+"""The inventory of each image of a snapshot: layer facts cached by diff_id, merged into `sbom.cdx.json`.
+
+Export feeds each layer it downloads through a `LayerScanner` (`FactsWriter`), so a cold run reads no layer
+twice; a layer whose facts are not cached (a snapshot made before inventories) is read once from its tarball.
+The merged inventory is written as CycloneDX 1.6 beside the tarballs, dated by upstream's config `created`,
+so the same image always gives the same file.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import lzma
+import tempfile
+from pathlib import Path
+
+from lambdaimages import layout
+from lambdaimages.catalog import Runtime
+from lambdaimages.inventory.facts import LayerFacts
+from lambdaimages.inventory.merge import Inventory, merge
+from lambdaimages.inventory.sbom import ImageInfo, read_sbom, write_sbom
+from lambdaimages.inventory.tarscan import LayerScanner, scan_stream
+from lambdaimages.state import Layer, State
+
+FORMAT = 1  # of the cached facts: a change of what the scanner keeps makes every layer be read again
+SBOM_FORMAT = 1  # of what an SBOM holds: a change rewrites every SBOM
+CHUNK = 1 << 20
+
+
+def facts_path(out: Path, diff_id: str) -> Path:
+    return layout.facts_cache(out) / f"{diff_id.removeprefix('sha256:')}.{FORMAT}.json"
+
+
+class FactsWriter:
+    """Receives a layer's uncompressed tar as export streams it; `close` stores the layer's facts."""
+
+    def __init__(self, out: Path, layer: Layer) -> None:
+        self.path = facts_path(out, layer.diff_id)
+        self.scanner = LayerScanner(layer.hex, tmpdir=str(layout.facts_cache(out)))
+        layout.facts_cache(out).mkdir(parents=True, exist_ok=True)
+
+    def write(self, data: bytes) -> None:
+        self.scanner.feed(data)
+
+    def close(self) -> None:
+        self.scanner.close().save(self.path)
+
+
+def layer_facts(out: Path, diff_id: str, tarball: Path) -> LayerFacts:
+    """The facts of one layer: cached, or read once from its tarball (and cached)."""
+    path = facts_path(out, diff_id)
+    try:
+        return LayerFacts.load(path)
+    except (OSError, ValueError):
+        pass
+    opener = lzma.open if tarball.name.endswith(".tar.xz") else gzip.open
+    with opener(tarball) as stream:
+        facts = scan_stream(stream, diff_id.removeprefix("sha256:"), CHUNK)
+    facts.save(path)
+    return facts
+
+
+def inventory(out: Path, runtime: Runtime, state: State) -> Inventory:
+    """The merged inventory of one architecture's image, from its layers' facts."""
+    folder = layout.arch_dir(out, runtime.name, state.architecture)
+    return of_layers(out, [(layer.diff_id, folder / layer.tarball(runtime.extension)) for layer in state.layers])
+
+
+def of_layers(out: Path, layers: list[tuple[str, Path | None]]) -> Inventory | None:
+    """The merged inventory of layers given as (diff_id, tarball or None), in order; None when a layer's facts
+    are not cached and it has no tarball here."""
+    found = []
+    for diff_id, tarball in layers:
+        if tarball is None:
+            try:
+                found.append(LayerFacts.load(facts_path(out, diff_id)))
+            except (OSError, ValueError):
+                return None
+        else:
+            found.append(layer_facts(out, diff_id, tarball))
+    return merge(found)
+
+
+def write(out: Path, runtime: Runtime, state: State) -> tuple[Path, Inventory]:
+    """Write `<out>/<rt>/<arch>/sbom.cdx.json`; its path and the inventory."""
+    found = inventory(out, runtime, state)
+    image = ImageInfo(state.reference, state.manifest_digest, state.config_digest, state.architecture, runtime.name)
+    path = layout.sbom_path(out, runtime.name, state.architecture)
+    write_sbom(path, found, image, _created(state))
+    return path, found
+
+
+def read(path: Path) -> Inventory | None:
+    """The inventory an SBOM file holds, or None when there is none (or it is not one of ours)."""
+    try:
+        return read_sbom(path)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def parse(text: str | None) -> Inventory | None:
+    """The inventory of an SBOM's text (as a published branch holds it), or None."""
+    if text is None:
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        f.write(text)
+        f.flush()
+        return read(Path(f.name))
+
+
+def _created(state: State) -> datetime.datetime:
+    text = state.config.get("created")
+    try:
+        return datetime.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
