@@ -170,6 +170,7 @@ def build(context: Path, dockerfile: str, tag: str, label: str) -> str:
             path=str(context), dockerfile=dockerfile, tag=tag, rm=True, forcerm=True, pull=False, decode=True
         )
         for message in stream:
+            output.check()  # Ctrl-C: the engine stops the build when the stream closes
             if "error" in message:
                 detail = (message.get("errorDetail") or {}).get("message") or message["error"]
                 raise EngineError(f"{label}: docker build failed: {detail.strip()}")

@@ -52,6 +52,50 @@ _counts: dict[str, dict[str, float]] = {}
 _moved: list[str] = []
 
 
+class Cancelled(KeyboardInterrupt):
+    """The run was interrupted (Ctrl-C): a running task stops at its next `check` and removes what it began."""
+
+
+_cancelled = threading.Event()
+_active = 0  # actions running now (see `running`)
+_idle = threading.Condition()
+
+
+def cancel() -> None:
+    """Ask every running task to stop (on Ctrl-C, from the main thread)."""
+    _cancelled.set()
+
+
+def cancelled() -> bool:
+    return _cancelled.is_set()
+
+
+def check() -> None:
+    """Raise Cancelled if the run was interrupted: call it where a long task can stop cleanly."""
+    if _cancelled.is_set():
+        raise Cancelled("interrupted")
+
+
+@contextlib.contextmanager
+def running() -> Iterator[None]:
+    """Mark an action as running, so that an interrupted run can wait for it to clean up (`wait_idle`)."""
+    global _active
+    with _idle:
+        _active += 1
+    try:
+        yield
+    finally:
+        with _idle:
+            _active -= 1
+            _idle.notify_all()
+
+
+def wait_idle(timeout: float) -> bool:
+    """Wait until no action runs (True), or `timeout` seconds (False)."""
+    with _idle:
+        return _idle.wait_for(lambda: _active == 0, timeout)
+
+
 def log_path(out: Path, task: str) -> Path:
     """Where a doit task's full output of its last run goes: `<out>/.logs/<task>.log`."""
     return Path(out) / LOGS / f"{task}.log"

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import fcntl
 import io
 import os
-import pty
 import re
-import select
-import signal
-import struct
 import subprocess
 import sys
-import termios
 import textwrap
 import threading
 import time
 from pathlib import Path
 
-import pyte
 import pytest
+from terminal import clean_env, run_on_terminal
 
 from lambdaimages import output
 from lambdaimages.tasks import console
-from lambdaimages.testbed import ROOT
 
 HIDE, SHOW = b"\x1b[?25l", b"\x1b[?25h"
 
@@ -75,8 +68,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERM")}
-    return {**env, "PYTHONPATH": str(ROOT), **extra}
+    return clean_env(**extra)
 
 
 def _doit(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -84,39 +76,7 @@ def _doit(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=project, env=_env(**env), capture_output=True, text=True, timeout=60)
 
 
-def _pty(argv: list[str], cwd: Path, *, cols: int = 100, rows: int = 40, interrupt_on: bytes | None = None):
-    """Run argv on a new pseudo-terminal of a fixed size; its raw output, and its final screen as text."""
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: its terminal's size first, then the program
-        try:
-            fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-            signal.signal(signal.SIGINT, signal.SIG_DFL)  # as on a user's terminal (a background job ignores it)
-            os.chdir(cwd)
-            os.execve(argv[0], argv, _env(TERM="xterm-256color"))
-        finally:
-            os._exit(127)
-    data, deadline, interrupted = b"", time.monotonic() + 30, False
-    try:
-        while time.monotonic() < deadline:
-            if interrupt_on is not None and not interrupted and interrupt_on in data:
-                os.kill(pid, signal.SIGINT)
-                interrupted = True
-            if select.select([fd], [], [], 0.05)[0]:
-                try:
-                    chunk = os.read(fd, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                data += chunk
-    finally:
-        os.close(fd)
-        if time.monotonic() >= deadline:
-            os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-    screen = pyte.Screen(cols, rows)
-    pyte.ByteStream(screen).feed(data)
-    return data, "\n".join(line.rstrip() for line in screen.display).rstrip(), status
+_pty = run_on_terminal
 
 
 @pytest.fixture

@@ -245,6 +245,7 @@ class _Download:
         blob = _labelled(client.iter_blob(self.runtime.repository, layer.digest, layer.size), context)
         try:
             for chunk in blob:
+                output.check()  # Ctrl-C: stop here; the caller removes what this layer began
                 self.progress.update(len(chunk))
                 if sink is not None:
                     sink.write(chunk)

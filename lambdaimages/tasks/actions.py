@@ -29,12 +29,17 @@ class ProjectFailure(TaskFailed):
 
 
 def one_line_errors(action):
-    """Foreseeable failures end the task with their one-line message instead of a traceback."""
+    """Foreseeable failures end the task with their one-line message instead of a traceback.
+
+    The action also counts as running (`output.running`), so that Ctrl-C waits for it to clean up.
+    """
 
     @functools.wraps(action)
     def wrapper(*args, **kwargs):
         try:
-            return action(*args, **kwargs)
+            with output.running():  # an interrupted run waits for it to stop cleanly
+                output.check()
+                return action(*args, **kwargs)
         except ProjectError as exc:
             return ProjectFailure(exc)
 

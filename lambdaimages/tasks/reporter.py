@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,6 +19,13 @@ from lambdaimages.tasks.console import elapsed, open_console
 
 DEMO_HINT = "No network to the registry? `doit demo` runs the whole pipeline against a local registry."
 TAIL_LINES = 10
+STOP_WAIT = 120.0  # seconds an interrupted run waits for its running tasks to clean up
+
+
+def _interrupt(signum, frame):
+    """Ctrl-C: ask the running tasks to stop (they check between chunks), then interrupt doit as Python does."""
+    output.cancel()
+    raise KeyboardInterrupt
 
 
 class Reporter(ConsoleReporter):
@@ -48,6 +57,8 @@ class Reporter(ConsoleReporter):
         self.fresh: Counter[str] = Counter()  # up-to-date tasks by kind (`build` of `build:<rt>`)
         self.console = open_console(outstream)
         self.foreground = False
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, _interrupt)
         output.reset()
         output.use(self.console)
 
@@ -117,6 +128,10 @@ class Reporter(ConsoleReporter):
 
     def complete_run(self):
         try:
+            if output.cancelled():
+                self.write("interrupted: waiting for the running tasks to stop and remove what they began")
+                if not output.wait_idle(STOP_WAIT):
+                    self.write(f"interrupted: tasks still running after {STOP_WAIT:g} s; the next run cleans up")
             for cause, count in self.causes.items():
                 if count > 1:
                     self.write(f"FAILED {count - 1} more task(s) for the same reason: {cause}")

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from lambdaimages import output
 from lambdaimages.errors import OutputError
 
 MiB = 1 << 20
@@ -260,7 +261,7 @@ class XzWriter:
         total = 12
         records = []
         for _, future in self.blocks:
-            block = future.result()
+            block = _result(future)
             out.write(block.header)
             with open(block.path, "rb") as src:
                 src.seek(block.offset)
@@ -296,6 +297,15 @@ class XzWriter:
             _unlink(spool.with_name(spool.name + ".xz"))
         self.blocks = []
         self.closed = True
+
+
+def _result(future: Future) -> _Block:
+    """A block's result; Ctrl-C (lambdaimages.output.check) stops the wait, and the caller aborts the stream."""
+    while True:
+        try:
+            return future.result(timeout=0.25)
+        except TimeoutError:
+            output.check()
 
 
 def _clean_once(folder: Path) -> None:
