@@ -81,6 +81,10 @@ def test_table_reports_ratios_and_misses():
         "gzip_cold": {"seconds": 20.0, "ratio": 0.2},
         "cold_vs_xz": {"xz_T0_alone_s": 50.0, "ratio": 1.2, "met": False},
         "verify": {"seconds": 12.0, "xz_dc_s": 10.0, "tarballs_mb": 300.0, "ratio": 1.2, "met": True},
+        "inventory": {"seconds": 5.0, "xz_dc_s": 4.0, "ratio": 1.25, "met": False, "scan_cpu_s": 3.0,
+                      "cold_cpu_s": 600.0, "share": 0.005, "share_met": True},
+        "live_view": {"plain_cpu_s": 30.0, "live_cpu_s": 30.3, "extra_cpu_s": 0.3, "share_of_cold": 0.004,
+                      "met": True},
         "identical": {"tarballs_vs_xz_T0": "42/42"},
         "machine": {"cpus": 2, "memory_gb": 24, "xz": "xz 5.4.1", "engine": "20.10", "loadavg_at_start": [0],
                     "loadavg_at_end": [0]},
@@ -93,3 +97,6 @@ def test_table_reports_ratios_and_misses():
     assert "1.2" in versus_xz and versus_xz.endswith("NO")
     verify = next(line for line in text.splitlines() if line.startswith("(f) verify"))
     assert "1.2" in verify and verify.endswith("yes")
+    inventory = next(line for line in text.splitlines() if line.startswith("(g) inventory, from"))
+    assert "1.25" in inventory and inventory.endswith("NO")
+    assert next(line for line in text.splitlines() if line.startswith("live view")).endswith("yes")

@@ -6,7 +6,9 @@ The baseline is what a maintainer scripts with the plain tools: per runtime and 
 `docker build` of the x86_64 one. Then, with lambdaimages: (a) cold `doit`, (b) no-op `doit`, (c) one
 runtime's tag moved to an image with one changed ~50 MB layer, (d) peak RSS of the doit process tree
 during (a), (e) export throughput against `xz -T0 -6` alone on the same bytes, (f) `doit verify` (offline)
-against one `xz -dc` pass over the same tarballs, and cold `doit` with `compression: gzip`. The cold run
+against one `xz -dc` pass over the same tarballs, (g) one runtime's inventory from its tarballs against `xz -dc`
+of them, and the scanner's CPU against the cold run's, and cold `doit` with `compression: gzip`, plainly and on a
+pseudo-terminal (what the live view costs). The cold run
 builds and loads every image, and is also compared with `xz -T0 -6` alone over the distinct layers. The
 output is checked byte for byte (against the baseline's `xz -T0` tarballs, and across compressor thread
 counts). It reports; it never fails on a number.
@@ -17,8 +19,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import lzma
 import os
 import platform
+import resource
+import shlex
 import shutil
 import socket
 import subprocess
@@ -31,6 +36,7 @@ from pathlib import Path
 import psutil
 
 from lambdaimages import layout, platforms
+from lambdaimages.inventory.tarscan import LayerScanner
 from lambdaimages.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient, sha256_digest
 from lambdaimages.testbed import ROOT, doit_command
 from lambdaimages.testbed import benchdata as data
@@ -47,6 +53,9 @@ TARGETS = {
     "rss_mb": 300,
     "cold_vs_xz": 1.1,
     "verify_vs_xz_dc": 1.5,
+    "inventory_vs_xz_dc": 1.2,
+    "inventory_share": 0.05,
+    "live_view_share": 0.02,
 }
 BY_NAME = {rt.name: rt for rt in data.RUNTIMES}
 _start = time.monotonic()
@@ -280,10 +289,18 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def run_doit(catalog: Path, out: Path, log: Path, *tasks: str, label: str, env: dict | None = None) -> dict:
-    """`doit catalog=... out=... TASKS` as a user runs it; wall time and peak RSS of its process tree."""
+def run_doit(
+    catalog: Path, out: Path, log: Path, *tasks: str, label: str, env: dict | None = None, terminal: bool = False
+) -> dict:
+    """`doit catalog=... out=... TASKS` as a user runs it; wall time, CPU time and peak RSS of its process tree.
+
+    With `terminal`, doit runs on a pseudo-terminal (`script`), so it draws its live view.
+    """
     cmd = doit_command(catalog, out, *tasks)
+    if terminal:
+        cmd = ["script", "-qfec", shlex.join(cmd), "/dev/null"]
     peak = 0
+    cpu_before = _children_cpu()
     with open(log, "ab") as f:
         f.write(f"$ {' '.join(cmd)}\n".encode())
         f.flush()
@@ -304,7 +321,13 @@ def run_doit(catalog: Path, out: Path, log: Path, *tasks: str, label: str, env: 
         seconds = time.monotonic() - start
     if child.returncode != 0:
         sys.exit(f"bench: {label}: doit failed ({child.returncode}); see {log}")
-    return {"seconds": seconds, "peak_rss": peak}
+    return {"seconds": seconds, "peak_rss": peak, "cpu_s": _children_cpu() - cpu_before}
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of every child process waited for so far, and of their children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def image_ids(docker: str, tags: list[str]) -> dict[str, str | None]:
@@ -369,6 +392,23 @@ buf = io.BytesIO()
 xzblocks.compress_file(Path(sys.argv[1]), buf, 6, Path(sys.argv[2]))
 print(hashlib.sha256(buf.getvalue()).hexdigest())
 """
+
+
+def scanner_cpu(cache: Path, layers: dict) -> float:
+    """CPU seconds the inventory scanner takes for every distinct layer (what export's stream feeds it), measured
+    by decompressing the cached tarballs and timing only the scanner."""
+    spent = 0.0
+    for diff_id in layers:
+        scanner = LayerScanner(diff_id)
+        with lzma.open(cache / layout.tarball_name(diff_id, "tar.xz")) as stream:
+            while chunk := stream.read(1 << 20):
+                began = time.process_time()
+                scanner.feed(chunk)
+                spent += time.process_time() - began
+        began = time.process_time()
+        scanner.close()
+        spent += time.process_time() - began
+    return spent
 
 
 def threads_identical(source: Path, spool: Path, expected: str, counts=(1, 3)) -> dict[str, bool]:
@@ -491,10 +531,31 @@ def run(bench: Path = BENCH, skip_baseline: bool = False, scale: float = 1.0) ->
         verify = run_doit(catalog, cold_out, logs / "verify.log", "verify", label="(f) verify")
         tarballs = sorted(p for p in cold_out.glob("*/*/*.tar.xz"))
         with open(os.devnull, "wb") as sink:
-            verify["xz_dc_s"] = _run(["xz", "-dc", "-T0", *map(str, tarballs)], logs / "xz.log", stdout=sink)
+            verify["xz_dc_s"] = _run(["xz", "-dc", *map(str, tarballs)], logs / "xz.log", stdout=sink)
         verify["tarballs_mb"] = sum(p.stat().st_size for p in tarballs) / 1e6
-        say(f"(f) verify: {verify['seconds']:.1f} s; xz -dc -T0 of {len(tarballs)} tarballs: {verify['xz_dc_s']:.1f} s")
+        say(f"(f) verify: {verify['seconds']:.1f} s; xz -dc of {len(tarballs)} tarballs: {verify['xz_dc_s']:.1f} s")
         phase_done("verify")
+
+        # (g) inventories: one runtime's from its tarballs on disk (no facts cached), against one xz -dc pass over
+        # them; and what the scanner costs a cold run (all distinct layers fed to it, CPU), against (a)'s CPU.
+        say(f"(g) inventory of {data.CHANGED} from its tarballs, and one xz -dc pass over them")
+        facts = cold_out / ".cache" / "facts"
+        kept = cold_out / ".cache" / "facts-kept"
+        facts.rename(kept)
+        inventory = run_doit(catalog, cold_out, logs / "inventory.log", "-a", f"inventory:{data.CHANGED}",
+                             label="(g) inventory")  # fmt: skip
+        shutil.rmtree(facts, ignore_errors=True)
+        kept.rename(facts)
+        own = sorted(cold_out.glob(f"{data.CHANGED}/*/*.tar.xz"))
+        with open(os.devnull, "wb") as sink:
+            inventory["xz_dc_s"] = _run(["xz", "-dc", *map(str, own)], logs / "xz.log", stdout=sink)
+        inventory["scan_cpu_s"] = scanner_cpu(xz_cache, layers)
+        inventory["cold_cpu_s"] = cold["cpu_s"]
+        say(
+            f"(g) inventory: {inventory['seconds']:.1f} s, xz -dc {inventory['xz_dc_s']:.1f} s; scanner "
+            f"{inventory['scan_cpu_s']:.1f} CPU s of the cold run's {cold['cpu_s']:.0f}"
+        )
+        phase_done("inventory")
 
         identical: dict = {}
         if base is not None:
@@ -552,6 +613,11 @@ def run(bench: Path = BENCH, skip_baseline: bool = False, scale: float = 1.0) ->
         shutil.rmtree(gzip_out, ignore_errors=True)
         say("cold with compression: gzip (upstream blobs stored as-is)")
         gzip = run_doit(gzip_catalog, gzip_out, logs / "gzip.log", label="gzip cold")
+        # The same run again on a pseudo-terminal: what the live view costs (CPU), against the plain run's.
+        remove_images(docker, local_tags() + loaded_tags())
+        shutil.rmtree(gzip_out, ignore_errors=True)
+        say("gzip cold again, on a terminal (live view)")
+        gzip["live"] = run_doit(gzip_catalog, gzip_out, logs / "gzip-live.log", label="gzip live", terminal=True)
         as_is = sum(
             sha256_file(gzip_out / ".cache" / "gzip" / layout.tarball_name(d, "tar.gz")) == lay["digest"][7:]
             for d, lay in layers.items()
@@ -565,12 +631,12 @@ def run(bench: Path = BENCH, skip_baseline: bool = False, scale: float = 1.0) ->
             shutil.rmtree(folder, ignore_errors=True)
 
     results["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    results.update(summarise(base, cold, noop, change, export, gzip, verify))
+    results.update(summarise(base, cold, noop, change, export, gzip, verify, inventory))
     results["identical"] = identical
     return results
 
 
-def summarise(base, cold, noop, change, export, gzip, verify) -> dict:
+def summarise(base, cold, noop, change, export, gzip, verify, inventory) -> dict:
     t = TARGETS
     rows = {}
     if base is not None:
@@ -613,6 +679,27 @@ def summarise(base, cold, noop, change, export, gzip, verify) -> dict:
         "tarballs_mb": round(verify["tarballs_mb"], 1),
         "ratio": _r(vr),
         "met": _met(vr, t["verify_vs_xz_dc"]),
+    }
+    ir = inventory["seconds"] / inventory["xz_dc_s"]
+    share = inventory["scan_cpu_s"] / inventory["cold_cpu_s"]
+    rows["inventory"] = {
+        "seconds": round(inventory["seconds"], 1),
+        "xz_dc_s": round(inventory["xz_dc_s"], 1),
+        "ratio": _r(ir),
+        "met": _met(ir, t["inventory_vs_xz_dc"]),
+        "scan_cpu_s": round(inventory["scan_cpu_s"], 2),
+        "cold_cpu_s": round(inventory["cold_cpu_s"], 1),
+        "share": _r(share),
+        "share_met": _met(share, t["inventory_share"]),
+    }
+    extra = gzip["live"]["cpu_s"] - gzip["cpu_s"]
+    per_second = extra / gzip["live"]["seconds"]  # the view's cost per second of a run
+    rows["live_view"] = {
+        "plain_cpu_s": round(gzip["cpu_s"], 2),
+        "live_cpu_s": round(gzip["live"]["cpu_s"], 2),
+        "extra_cpu_s": round(extra, 2),
+        "share_of_cold": _r(per_second * cold["seconds"] / cold["cpu_s"]),
+        "met": _met(per_second * cold["seconds"] / cold["cpu_s"], t["live_view_share"]),
     }
     gr = gzip["seconds"] / base["seconds"] if base else None
     rows["gzip_cold"] = {"seconds": round(gzip["seconds"], 1), "ratio": _r(gr)}
@@ -687,10 +774,42 @@ def table(results: dict) -> str:
         (
             "(f) verify, offline",
             f"{v['seconds']} s",
-            f"xz -dc -T0 of its {v['tarballs_mb']} MB of tarballs {v['xz_dc_s']} s",
+            f"xz -dc of its {v['tarballs_mb']} MB of tarballs {v['xz_dc_s']} s",
             str(v["ratio"]),
             "<= 1.5 x xz -dc",
             yes(v["met"]),
+        )
+    )
+    i = r["inventory"]
+    rows.append(
+        (
+            "(g) inventory, from tarballs",
+            f"{i['seconds']} s",
+            f"xz -dc of the runtime's tarballs {i['xz_dc_s']} s",
+            str(i["ratio"]),
+            "<= 1.2 x xz -dc",
+            yes(i["met"]),
+        )
+    )
+    rows.append(
+        (
+            "(g) inventory in a cold run",
+            f"{i['scan_cpu_s']} CPU s",
+            f"the cold run's {i['cold_cpu_s']} CPU s",
+            str(i["share"]),
+            "<= 0.05",
+            yes(i["share_met"]),
+        )
+    )
+    lv = r["live_view"]
+    rows.append(
+        (
+            "live view, CPU",
+            f"+{lv['extra_cpu_s']} CPU s",
+            f"plain run {lv['plain_cpu_s']} CPU s",
+            str(lv["share_of_cold"]),
+            "<= 0.02 of a cold run",
+            yes(lv["met"]),
         )
     )
     g = r["gzip_cold"]

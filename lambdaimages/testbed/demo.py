@@ -6,10 +6,12 @@ import json
 import socket
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 from lambdaimages import layout, output
 from lambdaimages.errors import ProjectError
+from lambdaimages.inventory import images as inventories
 from lambdaimages.registry.client import RegistryClient
 from lambdaimages.testbed import ROOT, doit_command, samples
 from lambdaimages.testbed.localregistry import LocalRegistry
@@ -91,17 +93,23 @@ def run_task(out: Path) -> None:
 
 def summary(out: Path) -> str:
     """A table of what the demo made: per runtime and architecture, layers and tarball sizes."""
-    rows = [("runtime", "arch", "layers", "tarballs MB", "Dockerfile")]
+    rows = [("runtime", "arch", "layers", "tarballs MB", "inventory", "Dockerfile")]
     for name, (_, arches, _) in RUNTIMES.items():
         for arch in arches:
             folder = layout.arch_dir(out, name, arch)
             tarballs = sorted(folder.glob(layout.TARBALL_GLOB))
             size = sum(p.stat().st_size for p in tarballs) / 1e6
             dockerfile = layout.dockerfile(out, name, arch)
-            rows.append((name, arch, str(len(tarballs)), f"{size:.2f}", str(dockerfile.relative_to(out.parent))))
+            found = inventories.read(layout.sbom_path(out, name, arch))
+            kinds = Counter(package.kind for package in found.packages) if found else {}
+            listed = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "-"
+            rows.append(
+                (name, arch, str(len(tarballs)), f"{size:.2f}", listed, str(dockerfile.relative_to(out.parent)))
+            )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["", f"demo: output in {out}"]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.append(f"What is in one: {layout.sbom_path(out, 'demo.python', 'x86_64')} (CycloneDX)")
     lines.append(f"Build one yourself: cd {layout.runtime_dir(out, 'demo.python')} && "
                  f"docker build -t {layout.local_tag('demo.python')} -f Dockerfile.demo.python .")  # fmt: skip
     return "\n".join(lines)
