@@ -65,8 +65,7 @@ def task_resolve():
 
 
 def task_export():
-    """Export each layer as <out>/<rt>/<arch>/<diff_id>.tar.xz (shared layers compressed once), with upstream's
-    manifest and config."""
+    """Export each layer as <out>/<rt>/<arch>/<diff_id>.tar.xz (shared ones once), with upstream's manifest, config."""
     for rt in CATALOG.runtimes:
         yield {
             "name": rt.name,

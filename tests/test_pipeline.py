@@ -217,7 +217,9 @@ def test_catalog_settings_change_reexports_and_rerenders(registry, tmp_path):
 
     snapshot("    architectures: [x86_64, arm64]\n")
     index = f"{samples.sha256_digest(samples.image_index(images))[7:]}.index.json"
-    assert sorted(p.name for p in folder.iterdir()) == [".dockerignore", index, f"Dockerfile.{name}", "arm64", "x86_64"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [".dockerignore", index, f"Dockerfile.{name}", "arm64", "x86_64"]
+    )
 
     # Only the xz level changes: every tarball is exported again, as `xz -1` writes it.
     snapshot("    architectures: [x86_64, arm64]\n    level: 1\n")
@@ -236,5 +238,5 @@ def test_catalog_settings_change_reexports_and_rerenders(registry, tmp_path):
 
     # x86_64 only: the arm64 folder, which the branch would publish, goes.
     snapshot("    architectures: [x86_64]\n    compression: gzip\n")
-    assert sorted(p.name for p in folder.iterdir()) == [".dockerignore", index, f"Dockerfile.{name}", "x86_64"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([".dockerignore", index, f"Dockerfile.{name}", "x86_64"])
     assert "arm64" not in (folder / ".dockerignore").read_text()

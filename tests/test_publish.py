@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import uuid
 from pathlib import Path
 
@@ -277,3 +278,22 @@ def test_commit_time_from_upstream_created():
         datetime.datetime(2024, 10, 14, 16, 21, 33, tzinfo=datetime.UTC).timestamp()
     )
     assert publish.commit_time({"x86_64": make_state(config={})}) == 0
+
+
+def test_two_publish_tasks_creating_the_same_target_repository_both_succeed(tmp_path):
+    target = tmp_path / "new.git"
+    errors = []
+
+    def create():
+        try:
+            publish._create_local_target(publish.remote_url(str(target)))
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert (target / "HEAD").is_file() and not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]

@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime
 import gzip
 import lzma
+import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lambdaimages import layout
@@ -58,6 +60,20 @@ def layer_facts(out: Path, diff_id: str, tarball: Path) -> LayerFacts:
         facts = scan_stream(stream, diff_id.removeprefix("sha256:"), CHUNK)
     facts.save(path)
     return facts
+
+
+def read_missing(out: Path, runtime: Runtime, states: list[State]) -> None:
+    """Read, in parallel (liblzma runs without the GIL), every layer of `states` whose facts are not cached."""
+    todo = {}
+    for state in states:
+        folder = layout.arch_dir(out, runtime.name, state.architecture)
+        for layer in state.layers:
+            if not facts_path(out, layer.diff_id).is_file():
+                todo[layer.diff_id] = folder / layer.tarball(runtime.extension)
+    if len(todo) > 1:
+        with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
+            for _ in pool.map(lambda item: layer_facts(out, *item), todo.items()):
+                pass
 
 
 def inventory(out: Path, runtime: Runtime, state: State) -> Inventory:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime
 import os
 import re
+import shutil
+import threading
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,7 +264,16 @@ def _create_local_target(url: str) -> None:
     path = _local_path(url)
     if path is None or path.exists():
         return
-    git.init_bare(path)
+    # Made beside it and renamed into place: two publish tasks (threads) may both find it missing.
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}.{threading.get_ident()}")
+    git.init_bare(tmp)
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not path.is_dir():
+            raise
+        return  # the other task made it
     output.say(f"created bare repository {path}", show=True)
 
 

@@ -171,8 +171,13 @@ def snapshot_unchanged(out: Path, runtime: Runtime):
 def inventory_runtime(out: Path, runtime: Runtime, argv: list[str]) -> dict:
     """Write each architecture's SBOM; its summary is shown when `inventory` is on the command line."""
     asked = any(word.split(":", 1)[0] == "inventory" for word in argv[1:])
-    for arch in runtime.architectures:
-        state = states_on_disk.read(out, runtime.name, arch)
+    states = [states_on_disk.read(out, runtime.name, arch) for arch in runtime.architectures]
+    try:
+        inventories.read_missing(out, runtime, states)  # layers export did not read (older snapshots), in parallel
+    except OSError as exc:
+        raise OutputError(f"cannot read a layer for the inventory: {exc}", runtime=runtime.name) from None
+    for state in states:
+        arch = state.architecture
         try:
             path, found = inventories.write(out, runtime, state)
         except OSError as exc:
