@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from lambdaimages import engine, layout
+from lambdaimages import engine, layout, output
 from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import EngineError, OutputError
 from lambdaimages.image.archive import archive_end, docker_archive, file_member, member_header, padding
-from lambdaimages.state import State
+from lambdaimages.state import Layer, State
 
 
 def archive_files(out: Path, runtime: Runtime, state: State) -> tuple[Path, list[Path]]:
@@ -71,7 +71,7 @@ class StreamedLoad:
     cuts the stream, so the engine loads nothing.
     """
 
-    QUEUE = 16
+    QUEUE = 4  # chunks of 1 MiB waiting for the engine: a few loads run at once, each costs at most this
 
     def __init__(self, out: Path, runtime: Runtime, state: State) -> None:
         self.out, self.runtime, self.state = out, runtime, state
@@ -174,3 +174,47 @@ class _Member:
 
     def close(self) -> None:
         self.load._put(padding(self.size))
+
+
+class FromDownloads:
+    """The loads export feeds with blobs as it downloads them: one per architecture not loaded yet.
+
+    Best effort: an engine that is down or refuses leaves the image to `load:<rt>`, which says why.
+    """
+
+    def __init__(self, out: Path, runtime: Runtime, states: dict) -> None:
+        self.out, self.runtime, self.states = out, runtime, states
+        self.started: dict[str, StreamedLoad] = {}
+        self.skipped: set[str] = set()
+
+    def sink(self, arch: str, number: int, layer: Layer) -> BinaryIO | None:
+        """export.fetch's `blob_sink`: a writer for the blob of `layer`, or None when that architecture is loaded."""
+        if arch in self.skipped:
+            return None
+        if arch not in self.started:
+            try:
+                if engine.image_id(layout.loaded_tag(self.runtime.name, arch)) == self.states[arch].config_digest:
+                    self.skipped.add(arch)
+                    return None
+                self.started[arch] = StreamedLoad(self.out, self.runtime, self.states[arch])
+            except EngineError:
+                self.skipped.add(arch)
+                return None
+        return self.started[arch].layer(number, layer)
+
+    def finish(self) -> None:
+        """Complete every load (after export succeeded); a load that fails is left to `load:<rt>`."""
+        for arch, streamed in self.started.items():
+            try:
+                image = streamed.finish()
+            except (EngineError, OutputError) as exc:
+                output.say(f"{self.runtime.name}: {exc} (load:{self.runtime.name} tries again)")
+                continue
+            tag = layout.loaded_tag(self.runtime.name, arch)
+            output.say(f"{self.runtime.name}: loaded {tag} {image} (upstream's config digest), from the download")
+            output.count("loaded", images=1)
+
+    def abort(self) -> None:
+        """Cut every load (export failed): the engine loads nothing."""
+        for streamed in self.started.values():
+            streamed.abort()

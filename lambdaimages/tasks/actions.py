@@ -85,7 +85,7 @@ def export_settings(runtime: Runtime) -> dict:
 def export_runtime(out: Path, runtime: Runtime) -> dict:
     client = resolve.client_for(runtime.registry)
     states = {arch: states_on_disk.read(out, runtime.name, arch) for arch in runtime.architectures}
-    loads = _Loads(out, runtime, states)
+    loads = load.FromDownloads(out, runtime, states)
     try:
         # Every layer of every architecture into the cache first: a fault stops the export before the snapshot
         # changes. The blobs being downloaded also feed `docker load` of their architecture (no second read).
@@ -110,47 +110,6 @@ def _facts_writer(out: Path):
         return inventories.FactsWriter(out, layer)
 
     return sink
-
-
-class _Loads:
-    """The loads export feeds with blobs as it downloads them: one per architecture not loaded yet.
-
-    Best effort: an engine that is down or refuses leaves the image to `load:<rt>`, which says why.
-    """
-
-    def __init__(self, out: Path, runtime: Runtime, states: dict) -> None:
-        self.out, self.runtime, self.states = out, runtime, states
-        self.started: dict[str, load.StreamedLoad] = {}
-        self.skipped: set[str] = set()
-
-    def sink(self, arch: str, number: int, layer):
-        if arch in self.skipped:
-            return None
-        if arch not in self.started:
-            try:
-                if engine.image_id(layout.loaded_tag(self.runtime.name, arch)) == self.states[arch].config_digest:
-                    self.skipped.add(arch)
-                    return None
-                self.started[arch] = load.StreamedLoad(self.out, self.runtime, self.states[arch])
-            except EngineError:
-                self.skipped.add(arch)
-                return None
-        return self.started[arch].layer(number, layer)
-
-    def finish(self) -> None:
-        for arch, streamed in self.started.items():
-            try:
-                image = streamed.finish()
-            except (EngineError, OutputError) as exc:
-                output.say(f"{self.runtime.name}: {exc} (load:{self.runtime.name} tries again)")
-                continue
-            tag = layout.loaded_tag(self.runtime.name, arch)
-            output.say(f"{self.runtime.name}: loaded {tag} {image} (upstream's config digest), from the download")
-            output.count("loaded", images=1)
-
-    def abort(self) -> None:
-        for streamed in self.started.values():
-            streamed.abort()
 
 
 def snapshot_unchanged(out: Path, runtime: Runtime):
