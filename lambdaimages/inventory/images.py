@@ -9,10 +9,7 @@ so the same image always gives the same file.
 from __future__ import annotations
 
 import datetime
-import gzip
-import lzma
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,9 +17,10 @@ from lambdaimages import layout
 from lambdaimages.catalog import Runtime
 from lambdaimages.inventory.facts import LayerFacts
 from lambdaimages.inventory.merge import Inventory, merge
-from lambdaimages.inventory.sbom import ImageInfo, read_sbom, write_sbom
+from lambdaimages.inventory.sbom import ImageInfo, parse_sbom, read_sbom, write_sbom
 from lambdaimages.inventory.tarscan import LayerScanner, scan_stream
 from lambdaimages.state import Layer, State
+from lambdaimages.tools.tree import open_tarball
 
 FORMAT = 1  # of the cached facts: a change of what the scanner keeps makes every layer be read again
 SBOM_FORMAT = 1  # of what an SBOM holds: a change rewrites every SBOM
@@ -55,8 +53,7 @@ def layer_facts(out: Path, diff_id: str, tarball: Path) -> LayerFacts:
         return LayerFacts.load(path)
     except (OSError, ValueError):
         pass
-    opener = lzma.open if tarball.name.endswith(".tar.xz") else gzip.open
-    with opener(tarball) as stream:
+    with open_tarball(tarball) as stream:
         facts = scan_stream(stream, diff_id.removeprefix("sha256:"), CHUNK)
     facts.save(path)
     return facts
@@ -118,10 +115,10 @@ def parse(text: str | None) -> Inventory | None:
     """The inventory of an SBOM's text (as a published branch holds it), or None."""
     if text is None:
         return None
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
-        f.write(text)
-        f.flush()
-        return read(Path(f.name))
+    try:
+        return parse_sbom(text)
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _created(state: State) -> datetime.datetime:

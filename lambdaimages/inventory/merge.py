@@ -11,7 +11,7 @@ from typing import Any
 from lambdaimages.inventory.facts import Entry, LayerFacts, Package
 from lambdaimages.inventory.tarscan import RPM_DATABASES
 from lambdaimages.inventory.versions import OS_RELEASE, os_release_fields, runtime_versions
-from lambdaimages.tools.tree import normalize_path
+from lambdaimages.tools.tree import hidden, normalize_path
 
 # Which rpm database counts when an image has several: sqlite before Berkeley DB, /var/lib/rpm first.
 RPM_PREFERENCE = (
@@ -100,7 +100,7 @@ class _Merged:
         opaques = set(layer.opaques)
         if deleted or opaques:
             for found in (self.entries, self.packages, self.owned, self.texts, self.notes):
-                for path in [path for path in found if _hidden(path, deleted, opaques)]:
+                for path in [path for path in found if hidden(path, deleted, opaques)]:
                     del found[path]
         for found in (self.packages, self.owned, self.texts, self.notes):
             for path in [path for path in found if path in layer.entries]:
@@ -187,13 +187,3 @@ def _unowned(merged: _Merged, files: list[tuple[str, Entry]], owned: dict[str, l
             row[0] += 1
             row[1] += entry.size
     return {top: DirCount(*counts[top]) for top in sorted(counts)}
-
-
-def _hidden(path: str, deleted: set[str], opaques: set[str]) -> bool:
-    if path in deleted:
-        return True
-    while path:
-        path = posixpath.dirname(path)
-        if path in deleted or path in opaques:
-            return True
-    return False

@@ -229,8 +229,17 @@ def read_sbom(path: Path) -> Inventory:
         ValueError: the file is not such an SBOM.
         OSError: the file cannot be read.
     """
+    return parse_sbom(Path(path).read_text(), str(path))
+
+
+def parse_sbom(text: str, path: str = "SBOM") -> Inventory:
+    """The inventory of an SBOM's text (`read_sbom` of a file; a published branch's blob).
+
+    Raises:
+        ValueError: the text is not such an SBOM.
+    """
     try:
-        document = json.loads(Path(path).read_text())
+        document = json.loads(text)
         properties = {p["name"]: p["value"] for p in document["metadata"].get("properties", [])}
         notes = tuple(p["value"] for p in document["metadata"].get("properties", []) if p["name"] == f"{NS}:note")
         packages = tuple(_package(c) for c in document.get("components", []) if _kind(c) not in (None, "runtime"))

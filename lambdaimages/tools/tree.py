@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import lzma
@@ -15,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import BinaryIO
 
 CHUNK = 1 << 20
@@ -166,7 +168,7 @@ def _apply(tree: dict[str, _Node], layer: _Layer) -> None:
     replaced = {path for path, node in layer.entries.items() if node.type != "dir" and path in tree}
     deleted = layer.whiteouts | {path for path in replaced if tree[path].type == "dir"}
     if deleted or layer.opaques:
-        for path in [path for path in tree if _hidden(path, deleted, layer.opaques)]:
+        for path in [path for path in tree if hidden(path, deleted, layer.opaques)]:
             del tree[path]
     tree.update(layer.entries)
     # Docker creates missing parents of an entry as root-owned 0755 directories, and `docker save` lists them.
@@ -177,7 +179,21 @@ def _apply(tree: dict[str, _Node], layer: _Layer) -> None:
             parent = posixpath.dirname(parent)
 
 
-def _hidden(path: str, deleted: set[str], opaques: set[str]) -> bool:
+def open_tarball(path: Path) -> BinaryIO:
+    """A layer tarball (`.tar.xz` or `.tar.gz`) opened as its uncompressed layer tar.
+
+    Raises:
+        ValueError: the name has neither extension.
+    """
+    if path.name.endswith(".tar.xz"):
+        return lzma.open(path)
+    if path.name.endswith(".tar.gz"):
+        return gzip.open(path)
+    raise ValueError(f"{path.name}: not a .tar.xz or .tar.gz")
+
+
+def hidden(path: str, deleted: set[str], opaques: set[str]) -> bool:
+    """Whether a lower layer's `path` is hidden by a whiteout of it or of a parent, or by an opaque parent."""
     if path in deleted:
         return True
     while path:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import gzip
 import hashlib
 import json
 import lzma
@@ -41,7 +40,7 @@ from lambdaimages.errors import EngineError
 from lambdaimages.snapshot import fingerprint
 from lambdaimages.state import State
 from lambdaimages.tools.dockerfile import Add, add_instructions
-from lambdaimages.tools.tree import CHUNK, Entry, diff_trees, layers_of_docker_save, merge_layers
+from lambdaimages.tools.tree import CHUNK, Entry, diff_trees, layers_of_docker_save, merge_layers, open_tarball
 from lambdaimages.verify import emulation
 from lambdaimages.verify.chain import follow
 from lambdaimages.verify.runtime_api import PREFIX, RuntimeAPIServer
@@ -340,7 +339,7 @@ class _LayerReader:
             return b""
         try:
             if self._stream is None:
-                self._stream = _open_tarball(self.path)
+                self._stream = open_tarball(self.path)
             data = self._stream.read(size)
         except _READ_ERRORS as exc:
             self.error = str(exc) or type(exc).__name__
@@ -368,14 +367,6 @@ class _LayerReader:
             self._stream.close()
             self._stream = None
         self._done = True
-
-
-def _open_tarball(path: Path):
-    if path.name.endswith(".tar.xz"):
-        return lzma.open(path)
-    if path.name.endswith(".tar.gz"):
-        return gzip.open(path)
-    raise ValueError(f"{path.name}: not a .tar.xz or .tar.gz")
 
 
 # -- 2. file tree --------------------------------------------------------------------------------
