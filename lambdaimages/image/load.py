@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from lambdaimages import engine, layout, output
-from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import EngineError, OutputError
 from lambdaimages.image.archive import archive_end, docker_archive, file_member, member_header, padding
+from lambdaimages.snapshot.view import SnapshotView
 from lambdaimages.state import Layer, State
 
 
@@ -27,12 +27,9 @@ def archive_files(out: Path, runtime: Runtime, state: State) -> tuple[Path, list
     Raises:
         OutputError: one of them is not in the snapshot (export has not run since it was resolved).
     """
-    folder = layout.arch_dir(out, runtime.name, state.architecture)
-    config = folder / layout.document_name(state.config_digest, "config")
-    tarballs = [folder / layer.tarball(runtime.extension) for layer in state.layers]
-    for path in (config, *tarballs):
-        if not path.is_file():
-            raise OutputError(f"{path} is missing: run doit snapshot:{runtime.name}", runtime=runtime.name)
+    snapshot = SnapshotView(out, runtime)
+    config, tarballs = snapshot.config_file(state), snapshot.tarballs(state)
+    snapshot.require([config, *tarballs])
     return config, tarballs
 
 
@@ -43,7 +40,7 @@ def load(out: Path, runtime: Runtime, arch: str) -> str:
         OutputError: the snapshot lacks a file.
         EngineError: the engine refused the archive, or gave the image another ID.
     """
-    state = states_on_disk.read(out, runtime.name, arch)
+    state = SnapshotView(out, runtime).state(arch)
     config, tarballs = archive_files(out, runtime, state)
     tag = layout.loaded_tag(runtime.name, arch)
     engine.load(docker_archive(config.read_bytes(), config.name, tarballs, [tag]), label=f"{runtime.name} {arch}")
@@ -57,7 +54,7 @@ def load(out: Path, runtime: Runtime, arch: str) -> str:
 
 def is_loaded(out: Path, runtime: Runtime, arch: str) -> bool:
     """`<rt>:<arch>` is in the engine with the ID of the snapshot's config digest (so it is that image)."""
-    current = states_on_disk.read_or_none(out, runtime.name, arch)
+    current = SnapshotView(out, runtime).state_or_none(arch)
     return current is not None and engine.image_id(layout.loaded_tag(runtime.name, arch)) == current.config_digest
 
 

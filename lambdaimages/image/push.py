@@ -18,12 +18,12 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lambdaimages import layout
-from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
-from lambdaimages.errors import OutputError, ProjectError
+from lambdaimages.errors import ProjectError
 from lambdaimages.registry.client import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, RegistryClient
 from lambdaimages.snapshot import documents
+from lambdaimages.snapshot.cache import LayerCache
+from lambdaimages.snapshot.view import SnapshotView
 from lambdaimages.state import State
 from lambdaimages.tools.files import atomic_file
 
@@ -98,7 +98,7 @@ def push(out: Path, runtime: Runtime, target: Target, client: RegistryClient) ->
     pushed = Pushed(target)
     records = _Records(out, client.name)
     entries = []
-    states = {arch: states_on_disk.read(out, runtime.name, arch) for arch in runtime.architectures}
+    states = SnapshotView(out, runtime).states()
     for arch, state in states.items():
         manifest, media_type, blobs = _manifest_and_blobs(out, runtime, state)
         for digest, path in blobs:
@@ -118,13 +118,10 @@ def push(out: Path, runtime: Runtime, target: Target, client: RegistryClient) ->
 
 def _manifest_and_blobs(out: Path, runtime: Runtime, state: State) -> tuple[bytes, str, list[tuple[str, Path]]]:
     """The manifest to push (bytes, media type) and its blobs (digest, file), the config first."""
-    folder = layout.arch_dir(out, runtime.name, state.architecture)
-    manifest_path = folder / layout.document_name(state.manifest_digest, "manifest")
-    config_path = folder / layout.document_name(state.config_digest, "config")
-    tarballs = [folder / layer.tarball(runtime.extension) for layer in state.layers]
-    for path in (manifest_path, config_path, *tarballs):
-        if not path.is_file():
-            raise OutputError(f"{path} is missing: run doit snapshot:{runtime.name}", runtime=runtime.name)
+    snapshot = SnapshotView(out, runtime)
+    manifest_path, config_path = snapshot.manifest_file(state), snapshot.config_file(state)
+    tarballs = snapshot.tarballs(state)
+    snapshot.require([manifest_path, config_path, *tarballs])
     upstream = manifest_path.read_bytes()
     body = json.loads(upstream)
     media_type = body.get("mediaType") or OCI_MANIFEST
@@ -152,9 +149,8 @@ def gzip_for_push(out: Path, diff_id: str, tarball: Path) -> tuple[str, int, Pat
 
     gzip level 6 without a name or time in its header, so the same layer always gives the same blob.
     """
-    folder = layout.cache_dir(out, "push-gzip")
-    path = folder / layout.tarball_name(diff_id, "tar.gz")
-    record = path.with_name(path.name + ".json")
+    path = LayerCache(out).push_gzip(diff_id)
+    record = LayerCache.record(path)
     try:
         data = json.loads(record.read_bytes())
         if path.stat().st_size == data["size"]:

@@ -19,6 +19,7 @@ from lambdaimages.inventory.facts import LayerFacts
 from lambdaimages.inventory.merge import Inventory, merge
 from lambdaimages.inventory.sbom import ImageInfo, parse_sbom, read_sbom, write_sbom
 from lambdaimages.inventory.tarscan import LayerScanner, scan_stream
+from lambdaimages.snapshot.view import SnapshotView
 from lambdaimages.state import Layer, State
 from lambdaimages.tools.tree import open_tarball
 
@@ -61,12 +62,12 @@ def layer_facts(out: Path, diff_id: str, tarball: Path) -> LayerFacts:
 
 def read_missing(out: Path, runtime: Runtime, states: list[State]) -> None:
     """Read, in parallel (liblzma runs without the GIL), every layer of `states` whose facts are not cached."""
+    snapshot = SnapshotView(out, runtime)
     todo = {}
     for state in states:
-        folder = layout.arch_dir(out, runtime.name, state.architecture)
         for layer in state.layers:
             if not facts_path(out, layer.diff_id).is_file():
-                todo[layer.diff_id] = folder / layer.tarball(runtime.extension)
+                todo[layer.diff_id] = snapshot.tarball(state.architecture, layer)
     if len(todo) > 1:
         with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
             for _ in pool.map(lambda item: layer_facts(out, *item), todo.items()):
@@ -75,8 +76,8 @@ def read_missing(out: Path, runtime: Runtime, states: list[State]) -> None:
 
 def inventory(out: Path, runtime: Runtime, state: State) -> Inventory:
     """The merged inventory of one architecture's image, from its layers' facts."""
-    folder = layout.arch_dir(out, runtime.name, state.architecture)
-    return of_layers(out, [(layer.diff_id, folder / layer.tarball(runtime.extension)) for layer in state.layers])
+    tarballs = SnapshotView(out, runtime).tarballs(state)
+    return of_layers(out, [(layer.diff_id, tarball) for layer, tarball in zip(state.layers, tarballs, strict=True)])
 
 
 def of_layers(out: Path, layers: list[tuple[str, Path | None]]) -> Inventory | None:
@@ -98,7 +99,7 @@ def write(out: Path, runtime: Runtime, state: State) -> tuple[Path, Inventory]:
     """Write `<out>/<rt>/<arch>/sbom.cdx.json`; its path and the inventory."""
     found = inventory(out, runtime, state)
     image = ImageInfo(state.reference, state.manifest_digest, state.config_digest, state.architecture, runtime.name)
-    path = layout.sbom_path(out, runtime.name, state.architecture)
+    path = SnapshotView(out, runtime).sbom(state.architecture)
     write_sbom(path, found, image, _created(state))
     return path, found
 

@@ -18,14 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lambdaimages import layout, output
-from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Catalog, Runtime
-from lambdaimages.errors import OutputError, PublishError
+from lambdaimages.errors import PublishError
 from lambdaimages.inventory import images as inventories
 from lambdaimages.publish import changes, git, snapshots
-from lambdaimages.snapshot import export, render
+from lambdaimages.snapshot.cache import LayerCache
+from lambdaimages.snapshot.view import SnapshotView
 from lambdaimages.state import State
 from lambdaimages.tools.files import TMP_PREFIX
+from lambdaimages.tools.templates import TEMPLATES, render_template
 
 README = "README.md"
 CHANGES = "CHANGES.md"
@@ -122,23 +123,23 @@ def _epoch(created: object) -> int | None:
     return int(datetime.datetime.fromisoformat(match[1] + zone).timestamp())
 
 
-def render_readme(runtime: Runtime, states: dict[str, State], templates: Path = render.TEMPLATES) -> str:
+def render_readme(runtime: Runtime, states: dict[str, State], templates: Path = TEMPLATES) -> str:
     top = layout.default_arch(runtime.architectures)
     archs = [{"arch": arch, "manifest": s.manifest_digest, "layers": len(s.layers)} for arch, s in states.items()]
-    env = render.environment(templates)
-    return env.get_template(README_TEMPLATE).render(
-        runtime=runtime.name,
-        reference=next(iter(states.values())).reference,
-        archs=archs,
-        top=top,
-        others=[a for a in runtime.architectures if a != top],
-        extension=runtime.extension,
-    )
+    context = {
+        "runtime": runtime.name,
+        "reference": next(iter(states.values())).reference,
+        "archs": archs,
+        "top": top,
+        "others": [a for a in runtime.architectures if a != top],
+        "extension": runtime.extension,
+    }
+    return render_template(README_TEMPLATE, context, templates)
 
 
-def render_attributes(templates: Path = render.TEMPLATES) -> str:
+def render_attributes(templates: Path = TEMPLATES) -> str:
     suffixes = [f"*.{extension}" for extension in layout.TARBALL_EXTENSIONS]
-    return render.environment(templates).get_template(ATTRIBUTES_TEMPLATE).render(patterns=suffixes)
+    return render_template(ATTRIBUTES_TEMPLATE, {"patterns": suffixes}, templates)
 
 
 # -- the previous snapshot -------------------------------------------------------------------------
@@ -146,6 +147,7 @@ def render_attributes(templates: Path = render.TEMPLATES) -> str:
 
 def branch_snapshot(repo: git.PrivateRepo, commit: str, runtime: Runtime, out: Path) -> snapshots.Snapshot:
     """The snapshot a published commit holds; tarballs from the layer cache, else fetched with git-lfs."""
+    cache = LayerCache(out)
     files = repo.files(commit)
     message = repo.message(commit)
     digests = dict(re.findall(r"^([A-Za-z0-9_]+): (sha256:[0-9a-f]{64})$", message, re.M))
@@ -163,7 +165,7 @@ def branch_snapshot(repo: git.PrivateRepo, commit: str, runtime: Runtime, out: P
             path = f"{arch}/{name}.{ext}"
             pointer = git.parse_pointer(repo.show(commit, path) or "") if path in files else None
             oid, size = pointer if pointer else (None, None)
-            source = export.find_cached(out, name)
+            source = cache.find(name)
             if source is None and oid is not None:
                 source = repo.lfs_object(oid)
                 if not source.is_file():
@@ -211,9 +213,10 @@ def _plan(out: Path, runtime: Runtime, repo: str | None) -> _Plan:
     url = remote_url(repo) if repo else None
     private = git.PrivateRepo(out, runtime.name, url)
     tip = private.remote_tip() if url else None
-    files = branch_files(private, layout.runtime_dir(out, runtime.name))
+    snapshot = SnapshotView(out, runtime)
+    files = branch_files(private, snapshot.folder)
     if not files.blobs:
-        raise OutputError(f"{runtime.name}: {layout.runtime_dir(out, runtime.name)} is empty: run doit snapshot")
+        raise snapshot.empty()
     unchanged = False
     if tip is not None:
         published = {path: blob for path, (_, blob) in private.files(tip).items() if path not in GENERATED}
@@ -244,7 +247,7 @@ def publish(out: Path, runtime: Runtime, repo: str) -> Outcome:
         if plan.unchanged:
             return Outcome(runtime.name, plan.tip, False, plan.repo.show(plan.tip, CHANGES) or "")
         text = changelog(out, runtime, plan)
-        states = {arch: states_on_disk.read(out, runtime.name, arch) for arch in runtime.architectures}
+        states = SnapshotView(out, runtime).states()
         blobs = dict(plan.files.blobs)
         blobs[README] = plan.repo.hash_blob(render_readme(runtime, states).encode())
         blobs[CHANGES] = plan.repo.hash_blob(text.encode())

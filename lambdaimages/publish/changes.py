@@ -12,7 +12,7 @@ from lambdaimages.inventory import report
 from lambdaimages.inventory.merge import Inventory
 from lambdaimages.publish.contents import Scan, packages, scan, versions
 from lambdaimages.publish.snapshots import ArchSnapshot, Layer, Snapshot
-from lambdaimages.snapshot import render
+from lambdaimages.tools.templates import TEMPLATES, render_template
 from lambdaimages.tools.tree import DirSummary, Entry, TreeDiff, diff_trees, summarize_by_top_dir
 
 CHANGES_TEMPLATE = "CHANGES.md.j2"
@@ -250,8 +250,7 @@ def cell(text: object) -> str:
     return str(text).replace("|", "\\|")
 
 
-def render_markdown(changelog: Changelog, templates: Path = render.TEMPLATES) -> str:
+def render_markdown(changelog: Changelog, templates: Path = TEMPLATES) -> str:
     """CHANGES.md for a changelog, from templates/CHANGES.md.j2."""
-    env = render.environment(templates)
-    env.filters.update(size=human_size, signed=signed_size, code=code, cell=cell)
-    return env.get_template(CHANGES_TEMPLATE).render(log=changelog).rstrip("\n") + "\n"
+    filters = {"size": human_size, "signed": signed_size, "code": code, "cell": cell}
+    return render_template(CHANGES_TEMPLATE, {"log": changelog}, templates, filters).rstrip("\n") + "\n"

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lambdaimages import layout
-from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import OutputError, RenderError
 from lambdaimages.inventory import images as inventories
 from lambdaimages.inventory.merge import Inventory
-from lambdaimages.snapshot import export, render
+from lambdaimages.snapshot import render
+from lambdaimages.snapshot.cache import LayerCache
+from lambdaimages.snapshot.view import SnapshotView
 from lambdaimages.state import State
 from lambdaimages.tools.dockerfile import add_instructions
 
@@ -55,24 +56,23 @@ def current_snapshot(out: Path, runtime: Runtime) -> Snapshot:
     Raises:
         OutputError: the runtime has not been snapshotted (run `doit snapshot:<rt>`).
     """
+    snapshot = SnapshotView(out, runtime)
     archs = {}
     reference = None
     for arch in runtime.architectures:
-        path = layout.state_path(out, runtime.name, arch)
+        path = snapshot.state_path(arch)
         try:
-            state = states_on_disk.read(out, runtime.name, arch)
+            state = snapshot.state(arch)
         except FileNotFoundError:
             raise OutputError(f"{runtime.name}: {arch} not snapshotted ({path} is missing)") from None
         reference = state.reference
-        folder = layout.arch_dir(out, runtime.name, arch)
         layers = []
         for layer, created_by in zip(state.layers, _layer_history(state), strict=True):
-            tarball = folder / layer.tarball(runtime.extension)
-            if not tarball.is_file():
-                raise OutputError(f"{runtime.name}: {tarball} is missing: run doit snapshot:{runtime.name}")
+            tarball = snapshot.tarball(arch, layer)
+            snapshot.require([tarball])
             layers.append(Layer(layer.hex, tarball.stat().st_size, tarball, created_by))
-        dockerfile = _read_text(layout.dockerfile(out, runtime.name, arch))
-        inventory = inventories.read(layout.sbom_path(out, runtime.name, arch))
+        dockerfile = _read_text(snapshot.dockerfile(arch))
+        inventory = inventories.read(snapshot.sbom(arch))
         archs[arch] = ArchSnapshot(arch, state.manifest_digest, tuple(layers), dockerfile, inventory)
     return Snapshot(runtime.name, reference, "this snapshot", archs)
 
@@ -83,13 +83,14 @@ def local_previous(out: Path, runtime: Runtime) -> Snapshot | None:
     An architecture that never moved is its current state. Tarballs come from the shared layer cache (any codec),
     which keeps the layers that export removed from `<out>/<rt>`; Dockerfiles are rendered again from the state.
     """
+    snapshot = SnapshotView(out, runtime)
     archs = {}
     reference = None
     kept = False
     for arch in runtime.architectures:
-        previous = states_on_disk.read_previous(out, runtime.name, arch)
+        previous = snapshot.previous_state(arch)
         kept |= previous is not None
-        state = previous or states_on_disk.read_or_none(out, runtime.name, arch)
+        state = previous or snapshot.state_or_none(arch)
         if state is None:
             continue
         reference = reference or state.reference
@@ -110,7 +111,7 @@ def local_previous(out: Path, runtime: Runtime) -> Snapshot | None:
 
 
 def _cached_tarball(out: Path, hex_digest: str) -> tuple[int | None, Path | None]:
-    path = export.find_cached(out, hex_digest)
+    path = LayerCache(out).find(hex_digest)
     return (path.stat().st_size, path) if path is not None else (None, None)
 
 

@@ -14,6 +14,7 @@ from lambdaimages import layout
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import DigestMismatch
 from lambdaimages.registry.client import RegistryClient
+from lambdaimages.snapshot.view import SnapshotView
 from lambdaimages.state import State
 from lambdaimages.tools.files import atomic_file, link_or_copy
 
@@ -48,27 +49,16 @@ def fetch_missing(out: Path, state: State, client: RegistryClient) -> None:
         keep(out, state.index_digest, client.get_manifest(state.repository, state.index_digest).body)
 
 
-def paths(out: Path, runtime: Runtime, state: State) -> list[Path]:
-    """Where a snapshot keeps a state's documents: manifest and config in `<rt>/<arch>/`, the index in `<rt>/`."""
-    folder = layout.arch_dir(out, runtime.name, state.architecture)
-    found = [
-        folder / layout.document_name(state.manifest_digest, "manifest"),
-        folder / layout.document_name(state.config_digest, "config"),
-    ]
-    if state.index_digest:
-        found.append(layout.runtime_dir(out, runtime.name) / layout.document_name(state.index_digest, "index"))
-    return found
-
-
 def place(out: Path, runtime: Runtime, states: dict[str, State]) -> list[Path]:
     """Link every state's documents from the cache into the snapshot; drop the documents of older snapshots."""
+    snapshot = SnapshotView(out, runtime)
     wanted = []
     for state in states.values():
-        for path in paths(out, runtime, state):
+        for path in snapshot.documents(state):
             hex_digest = layout.split_document_name(path.name)[0]
             link_or_copy(layout.documents_cache(out) / hex_digest, path)
             wanted.append(path)
-    folders = [layout.runtime_dir(out, runtime.name), *(layout.arch_dir(out, runtime.name, a) for a in states)]
+    folders = [snapshot.folder, *(snapshot.arch_folder(a) for a in states)]
     for folder in folders:
         for stale in folder.glob(layout.DOCUMENT_GLOB):
             if layout.split_document_name(stale.name) is not None and stale not in wanted:

@@ -23,16 +23,14 @@ from lambdaimages import layout, output, platforms
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import DigestMismatch, OutputError, ProjectError, RegistryError, label
 from lambdaimages.registry.client import RegistryClient
+from lambdaimages.snapshot.cache import LayerCache
 from lambdaimages.snapshot.resolve import GZIP_TYPES
+from lambdaimages.snapshot.view import SnapshotView
 from lambdaimages.state import Layer, State
 from lambdaimages.tools import xzblocks
 from lambdaimages.tools.files import AtomicWrite, atomic_file, link_or_copy, locked
 
 UNPACK_LIMIT = 4 << 20
-
-
-def codec_name(runtime: Runtime) -> str:
-    return f"xz{runtime.level}" if runtime.compression == "xz" else "gzip"
 
 
 def layer_context(runtime: Runtime, arch: str, state: State, number: int) -> dict[str, str]:
@@ -88,13 +86,14 @@ def fetch(
 
 def export(runtime: Runtime, arch: str, state: State, out: Path, client: RegistryClient) -> list[Path]:
     """Put every layer of `state` into `<out>/<rt>/<arch>/`, drop tarballs upstream no longer has."""
-    folder = layout.arch_dir(out, runtime.name, arch)
+    snapshot = SnapshotView(out, runtime)
+    folder = snapshot.arch_folder(arch)
     wanted = []
     layers = state.layers
     for number, layer in enumerate(layers, 1):
         context = layer_context(runtime, arch, state, number)
         cached = cached_layer(runtime, layer, out, client, context)
-        dest = folder / layer.tarball(runtime.extension)
+        dest = snapshot.tarball(arch, layer)
         try:
             link_or_copy(cached, dest)
         except OutputError as exc:
@@ -108,9 +107,10 @@ def export(runtime: Runtime, arch: str, state: State, out: Path, client: Registr
 
 def drop_other_architectures(out: Path, runtime: Runtime) -> None:
     """Remove `<out>/<rt>/<arch>/` of architectures the catalog no longer lists: the branch must not publish them."""
+    snapshot = SnapshotView(out, runtime)
     for arch in platforms.NAMES:
         if arch not in runtime.architectures:
-            shutil.rmtree(layout.arch_dir(out, runtime.name, arch), ignore_errors=True)
+            shutil.rmtree(snapshot.arch_folder(arch), ignore_errors=True)
 
 
 def cached_layer(runtime: Runtime, layer: Layer, out: Path, client: RegistryClient, context: dict[str, str]) -> Path:
@@ -139,9 +139,9 @@ class _CacheEntry:
 
     def __init__(self, runtime: Runtime, layer: Layer, out: Path, context: dict[str, str]) -> None:
         self.runtime, self.layer, self.context = runtime, layer, context
-        self.folder = layout.cache_dir(out, codec_name(runtime))
-        self.path = self.folder / layer.tarball(runtime.extension)
-        self.record = self.path.with_name(self.path.name + ".json")
+        self.path = LayerCache(out).tarball(runtime, layer)
+        self.folder = self.path.parent
+        self.record = LayerCache.record(self.path)
         self.lock = contextlib.ExitStack()
         self.dest: AtomicWrite | None = None
         self.download: _Download | None = None
@@ -340,11 +340,3 @@ class _Progress:
         sizes = f"{raw / 1e6:.1f} MB -> {written / 1e6:.1f} MB {codec}"
         output.say(f"{self.label}: {sizes} in {seconds:.1f} s ({rate:.1f} MB/s)")
         output.count("compressed", layers=1, bytes=raw)  # the summary's rate is over the run's wall time
-
-
-def find_cached(out: Path, hex_digest: str) -> Path | None:
-    """A tarball of the layer `hex_digest` in the shared layer cache, whatever its codec (first by codec name)."""
-    for path in sorted(Path(out, layout.CACHE).glob(f"*/{hex_digest}.tar.*")):
-        if layout.split_tarball_name(path.name) is not None:
-            return path
-    return None

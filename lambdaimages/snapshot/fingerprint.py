@@ -8,9 +8,8 @@ import os
 from pathlib import Path
 
 from lambdaimages import layout
-from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
-from lambdaimages.snapshot import documents
+from lambdaimages.snapshot.view import SnapshotView
 from lambdaimages.tools.dockerfile import add_instructions
 
 
@@ -29,17 +28,14 @@ def files(paths: list[Path]) -> list:
 def exported_files(out: Path, runtime: Runtime) -> list[Path]:
     """What export writes for the state files: per architecture the tarballs in layer order, then upstream's
     documents; [] while a state is missing."""
-    paths = []
-    states = {}
-    for arch in runtime.architectures:
-        try:
-            states[arch] = states_on_disk.read(out, runtime.name, arch)
-        except (FileNotFoundError, ValueError):
-            return []
-        folder = layout.arch_dir(out, runtime.name, arch)
-        paths += [folder / layer.tarball(runtime.extension) for layer in states[arch].layers]
+    snapshot = SnapshotView(out, runtime)
+    try:
+        states = snapshot.states()
+    except (FileNotFoundError, ValueError):
+        return []
+    paths = [path for state in states.values() for path in snapshot.tarballs(state)]
     for state in states.values():
-        paths += documents.paths(out, runtime, state)
+        paths += snapshot.documents(state)
     return paths
 
 
@@ -52,13 +48,14 @@ def build_context(context: Path, dockerfile: str) -> dict:
 
 def snapshot_digest(out: Path, runtime: Runtime) -> str:
     """One digest of the whole snapshot: state files, Dockerfiles and every tarball present in its folders."""
+    view = SnapshotView(out, runtime)
     snapshot = hashlib.sha256()
-    dockerfiles = [layout.dockerfile(out, runtime.name)]
-    snapshot.update(json.dumps(files(_present(layout.runtime_dir(out, runtime.name), _is_document))).encode())
+    dockerfiles = [view.dockerfile()]
+    snapshot.update(json.dumps(files(_present(view.folder, _is_document))).encode())
     for arch in runtime.architectures:
-        dockerfiles.append(layout.dockerfile(out, runtime.name, arch))
-        snapshot.update(_digest_or_missing(layout.state_path(out, runtime.name, arch)))
-        folder = layout.arch_dir(out, runtime.name, arch)
+        dockerfiles.append(view.dockerfile(arch))
+        snapshot.update(_digest_or_missing(view.state_path(arch)))
+        folder = view.arch_folder(arch)
         snapshot.update(json.dumps(files(_present(folder, _is_tarball) + _present(folder, _is_document))).encode())
     for path in dockerfiles:
         snapshot.update(_digest_or_missing(path))

@@ -6,15 +6,14 @@ import json
 import re
 from pathlib import Path
 
-import jinja2
-
 from lambdaimages import layout, platforms
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import RenderError
+from lambdaimages.snapshot.view import SnapshotView
 from lambdaimages.state import State
 from lambdaimages.tools.files import write_if_changed
+from lambdaimages.tools.templates import TEMPLATES, render_template
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 DOCKERFILE_TEMPLATE = "Dockerfile.j2"
 DOCKERIGNORE_TEMPLATE = "dockerignore.j2"
 
@@ -38,16 +37,7 @@ def exec_form(values: list[str]) -> str:
     return json.dumps(values, ensure_ascii=False)
 
 
-def environment(templates: Path = TEMPLATES) -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates)),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-    env.filters["dquote"] = dquote
-    env.filters["exec_form"] = exec_form
-    return env
+FILTERS = {"dquote": dquote, "exec_form": exec_form}
 
 
 def dockerfile_context(runtime: Runtime, state: State, prefix: str = "") -> dict:
@@ -117,29 +107,30 @@ def _all_strings(config: dict):
 
 def render_dockerfile(runtime: Runtime, state: State, prefix: str = "", templates: Path = TEMPLATES) -> str:
     context = dockerfile_context(runtime, state, prefix)
-    return environment(templates).get_template(DOCKERFILE_TEMPLATE).render(context)
+    return render_template(DOCKERFILE_TEMPLATE, context, templates, FILTERS)
 
 
 def render(runtime: Runtime, states: dict[str, State], out: Path, templates: Path = TEMPLATES) -> list[Path]:
     """Write every Dockerfile of a runtime (and the top-level .dockerignore); return the paths written."""
+    snapshot = SnapshotView(out, runtime)
     written = []
-    outputs = dockerfile_outputs(runtime, out)
     for arch, state in states.items():
         text = render_dockerfile(runtime, state, templates=templates)
-        if write_if_changed(layout.dockerfile(out, runtime.name, arch), text.encode()):
-            written.append(layout.dockerfile(out, runtime.name, arch))
+        if write_if_changed(snapshot.dockerfile(arch), text.encode()):
+            written.append(snapshot.dockerfile(arch))
     top = layout.default_arch(runtime.architectures)
     text = render_dockerfile(runtime, states[top], prefix=f"{top}/", templates=templates)
-    if write_if_changed(layout.dockerfile(out, runtime.name), text.encode()):
-        written.append(layout.dockerfile(out, runtime.name))
+    if write_if_changed(snapshot.dockerfile(), text.encode()):
+        written.append(snapshot.dockerfile())
     others = [a for a in runtime.architectures if a != top]
-    ignore = environment(templates).get_template(DOCKERIGNORE_TEMPLATE).render(arch=top, others=others)
-    if write_if_changed(outputs[-1], ignore.encode()):
-        written.append(outputs[-1])
+    ignore = render_template(DOCKERIGNORE_TEMPLATE, {"arch": top, "others": others}, templates, FILTERS)
+    if write_if_changed(snapshot.dockerignore, ignore.encode()):
+        written.append(snapshot.dockerignore)
     return written
 
 
 def dockerfile_outputs(runtime: Runtime, out: Path) -> list[Path]:
     """Every file `render` owns, for doit targets."""
-    paths = [layout.dockerfile(out, runtime.name, arch) for arch in runtime.architectures]
-    return [*paths, layout.dockerfile(out, runtime.name), layout.runtime_dir(out, runtime.name) / ".dockerignore"]
+    snapshot = SnapshotView(out, runtime)
+    paths = [snapshot.dockerfile(arch) for arch in runtime.architectures]
+    return [*paths, snapshot.dockerfile(), snapshot.dockerignore]
