@@ -14,7 +14,9 @@ from states import make_state
 from lambdaimages import layout
 from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
-from lambdaimages.publish import changes, contents, snapshots
+from lambdaimages.inventory import images as inventories
+from lambdaimages.inventory import report
+from lambdaimages.publish import changes, snapshots
 from lambdaimages.state import State
 from lambdaimages.testbed.samples import directory, file, layer_from_files, symlink, whiteout
 
@@ -91,8 +93,8 @@ def test_versions_from_well_known_places_across_codecs(tmp_path):
     )
     upper = write_layer(tmp_path, [file("/var/lang/include/python3.12/patchlevel.h", b'#define PY_VERSION "3.12.8"\n')])
     plain = write_layer(tmp_path, [file("/var/task/handler.py", b"x")], "plain")
-    found = contents.scan([base, upper, plain])
-    assert contents.versions(found) == {
+    tree, found = inventories.tree_and_inventory([base, upper, plain])
+    assert found.versions == {
         "dotnet": "8.0.10",
         "java": "21.0.5",
         "node": "20.18.0",
@@ -100,14 +102,14 @@ def test_versions_from_well_known_places_across_codecs(tmp_path):
         "python": "3.12.8",  # the upper layer's copy, as in the merged filesystem
         "ruby": "3.3.6",
     }
-    assert contents.packages(found) == {"libc6": "2.36-9"}
-    assert "var/task/handler.py" in found.tree
+    assert report.package_versions(found) == {"libc6": "2.36-9"}
+    assert "var/task/handler.py" in tree
 
 
 def test_a_deleted_version_file_is_no_longer_read(tmp_path):
     base = write_layer(tmp_path, [file("/etc/os-release", OS_RELEASE), file("/etc/system-release", b"Old 1\n")])
     top = write_layer(tmp_path, [whiteout("/etc/os-release")])
-    assert contents.versions(contents.scan([base, top])) == {"os": "Old 1"}
+    assert inventories.tree_and_inventory([base, top])[1].versions == {"os": "Old 1"}
 
 
 def test_rpm_database_changes(tmp_path):
@@ -121,10 +123,10 @@ def test_rpm_database_changes(tmp_path):
         [rpm_blob("openssl-libs", "3.0.8", "2.amzn2023", epoch=1), rpm_blob("bash", "5.2.15", "1"),
          rpm_blob("tzdata", "2024a", "1", "noarch")],
     )  # fmt: skip
-    assert contents.rpm_packages(tmp_path / "old.sqlite") == {
+    old = write_layer(tmp_path, [file("/var/lib/rpm/rpmdb.sqlite", old_db)])
+    assert report.package_versions(inventories.tree_and_inventory([old])[1]) == {
         "bash": "5.2.15-1", "gone": "1-1", "openssl-libs": "1:3.0.8-1.amzn2023",
     }  # fmt: skip
-    old = write_layer(tmp_path, [file("/var/lib/rpm/rpmdb.sqlite", old_db)])
     new = write_layer(tmp_path, [file("/var/lib/rpm/rpmdb.sqlite", new_db)])
     log = changes.compare(
         snapshot("old", arch_snapshot([old])), snapshot("new", arch_snapshot([new], digest="sha256:2"))
@@ -233,7 +235,7 @@ def test_a_broken_tarball_is_a_clear_error_and_leaves_no_thread(tmp_path):
     broken.write_bytes(lzma.compress(b"this is not a tar archive" * 100))
     before = threading.active_count()
     with pytest.raises(ValueError, match=r"broken\.tar\.xz: not a readable layer tar"):
-        contents.scan([good, broken])
+        inventories.tree_and_inventory([good, broken])
     assert threading.active_count() == before
 
 

@@ -8,10 +8,13 @@ so the same image always gives the same file.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 from lambdaimages import layout
 from lambdaimages.catalog import Runtime
@@ -21,7 +24,7 @@ from lambdaimages.inventory.sbom import ImageInfo, parse_sbom, read_sbom, write_
 from lambdaimages.inventory.tarscan import LayerScanner, scan_stream
 from lambdaimages.snapshot.view import SnapshotView
 from lambdaimages.state import Layer, State
-from lambdaimages.tools.tree import open_tarball
+from lambdaimages.tools.tree import Entry, merge_layers, open_layer, open_tarball
 
 FORMAT = 1  # of the cached facts: a change of what the scanner keeps makes every layer be read again
 SBOM_FORMAT = 1  # of what an SBOM holds: a change rewrites every SBOM
@@ -93,6 +96,45 @@ def of_layers(out: Path, layers: list[tuple[str, Path | None]]) -> Inventory | N
         else:
             found.append(layer_facts(out, diff_id, tarball))
     return merge(found)
+
+
+def tree_and_inventory(tarballs: list[Path]) -> tuple[dict[str, Entry], Inventory]:
+    """The merged file tree (`tools.tree.merge_layers`) and the inventory of layer tarballs (xz, gzip or plain),
+    lowest first, for a snapshot whose inventory is not known.
+
+    Each tarball is decompressed once: every byte the tree reads is fed to a `LayerScanner` as it passes, and the
+    rest after the tar's end as well. Nothing is cached (such layers may come from anywhere).
+
+    Raises:
+        ValueError: a tarball is not a readable layer tar.
+    """
+    facts: list[LayerFacts] = []
+
+    def streams() -> Iterator[BinaryIO]:
+        for path in tarballs:
+            scanner = LayerScanner(Path(path).name.split(".")[0])
+            with open_layer(path) as source:
+                yield _Feeding(source, scanner, str(path))
+                while chunk := source.read(CHUNK):
+                    scanner.feed(chunk)
+            facts.append(scanner.close())
+
+    with contextlib.closing(streams()) as layers:
+        tree = merge_layers(layers)
+    return tree, merge(facts)
+
+
+class _Feeding:
+    """A layer tar stream that feeds what is read from it to a `LayerScanner` too; `name` names it in errors."""
+
+    def __init__(self, source: BinaryIO, scanner: LayerScanner, name: str) -> None:
+        self.source, self.scanner, self.name = source, scanner, name
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        if data:
+            self.scanner.feed(data)
+        return data
 
 
 def write(out: Path, runtime: Runtime, state: State) -> tuple[Path, Inventory]:

@@ -11,7 +11,7 @@ from typing import Any
 from lambdaimages.inventory.facts import Entry, LayerFacts, Package
 from lambdaimages.inventory.tarscan import RPM_DATABASES
 from lambdaimages.inventory.versions import OS_RELEASE, os_release_fields, runtime_versions
-from lambdaimages.tools.tree import hidden, normalize_path
+from lambdaimages.tools.layers import apply_layer, resolve
 
 # Which rpm database counts when an image has several: sqlite before Berkeley DB, /var/lib/rpm first.
 RPM_PREFERENCE = (
@@ -21,7 +21,6 @@ RPM_PREFERENCE = (
     "usr/lib/sysimage/rpm/Packages",
 )
 TOP_DEPTH = 2  # "files no rpm owns" are counted per directory of this many components ("/var/runtime")
-MAX_HOPS = 16
 
 
 @dataclass(frozen=True)
@@ -92,44 +91,28 @@ class _Merged:
         self.notes: dict[str, list[str]] = {}
 
     def apply(self, layer: LayerFacts) -> None:
-        # As Docker applies a layer: its deletions hit only lower layers, a non-directory replacing a directory
-        # deletes what was below it, then its entries land and replace lower ones of the same path.
-        lower = self.entries
-        replaced = {p for p, e in layer.entries.items() if e.kind != "dir" and p in lower and lower[p].kind == "dir"}
-        deleted = set(layer.whiteouts) | replaced
-        opaques = set(layer.opaques)
-        if deleted or opaques:
-            for found in (self.entries, self.packages, self.owned, self.texts, self.notes):
-                for path in [path for path in found if hidden(path, deleted, opaques)]:
-                    del found[path]
-        for found in (self.packages, self.owned, self.texts, self.notes):
-            for path in [path for path in found if path in layer.entries]:
-                del found[path]
-        self.entries.update(layer.entries)
+        # What was read from a file goes with it: deleted or replaced by a later layer, it is no longer counted.
+        found = (self.packages, self.owned, self.texts, self.notes)
+        apply_layer(self.entries, layer.entries, layer.whiteouts, layer.opaques, _is_dir, attached=found)
         self.packages.update(layer.packages)
         self.owned.update(layer.owned)
         self.texts.update(layer.texts)
         self.notes.update((path, notes) for path, notes in layer.notes.items() if path)
 
     def resolve(self, path: str) -> str:
-        """`path` with the symlinks of its directories and itself followed through the image, as the image would."""
-        parts = [part for part in path.split("/") if part]
-        done: list[str] = []
-        hops = MAX_HOPS
-        while parts:
-            part = parts.pop(0)
-            entry = self.entries.get("/".join([*done, part]))
-            if entry is None or entry.kind != "symlink" or not hops:
-                done.append(part)
-                continue
-            hops -= 1
-            target = normalize_path(posixpath.join("" if entry.link.startswith("/") else "/".join(done), entry.link))
-            parts = [p for p in target.split("/") if p not in ("", "..")] + parts  # ".." at the root is the root
-            done = []
-        return "/".join(done)
+        """`path` with every symlink followed through the image, as `tools.layers.resolve` means it."""
+        return resolve(self.entries, path, _symlink)
 
     def text(self, path: str) -> str | None:
         return self.texts.get(self.resolve(path))
+
+
+def _is_dir(entry: Entry) -> bool:
+    return entry.kind == "dir"
+
+
+def _symlink(entry: Entry) -> str | None:
+    return entry.link if entry.kind == "symlink" else None
 
 
 def merge(layers: Iterable[LayerFacts]) -> Inventory:

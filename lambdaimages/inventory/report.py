@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from lambdaimages.inventory import dpkg
 from lambdaimages.inventory.facts import Package
 from lambdaimages.inventory.merge import Inventory
 from lambdaimages.inventory.versions import RUNTIMES
 
+RPM_SQLITE = "var/lib/rpm/rpmdb.sqlite"  # the one database `package_versions` reads, before dpkg's status
 KIND_NAMES = {"rpm": "rpm", "deb": "deb", "pypi": "Python", "npm": "npm", "gem": "gem", "maven": "Maven"}
 
 
@@ -107,3 +109,27 @@ def _versions(packages: tuple[Package, ...]) -> dict[tuple[str, str, str, str], 
     for package in packages:
         found.setdefault(package.key, set()).add(package.full_version)
     return {key: ", ".join(sorted(versions)) for key, versions in found.items()}
+
+
+def package_versions(inventory: Inventory) -> dict[str, str] | None:
+    """name -> version of the packages of the image's rpm sqlite database, else of its dpkg status; None if neither.
+
+    How CHANGES.md lists packages when a snapshot has no SBOM of its own, sorted by name: an rpm found in several
+    architectures is `name.arch`, with rpm's `[epoch:]version-release`; a deb found again in another architecture
+    (not `all`) is `name:arch`.
+    """
+    rpms = [p for p in inventory.packages if p.kind == "rpm" and p.path == RPM_SQLITE]
+    if rpms:
+        archs = Counter(p.name for p in rpms)
+        named = {f"{p.name}.{p.arch}" if archs[p.name] > 1 else p.name: p.full_version for p in rpms}
+        return dict(sorted(named.items()))
+    debs = [p for p in inventory.packages if p.kind == "deb" and p.path == dpkg.STATUS]
+    if not debs:
+        return None
+    result: dict[str, str] = {}
+    for package in debs:
+        name = package.name
+        if package.arch not in ("all", ""):
+            name = f"{name}:{package.arch}" if name in result else name
+        result[name] = package.version
+    return dict(sorted(result.items()))

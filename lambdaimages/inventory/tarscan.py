@@ -11,7 +11,7 @@ from typing import BinaryIO
 from lambdaimages.inventory import dpkg, languages, rpmdb
 from lambdaimages.inventory.facts import Entry, LayerFacts
 from lambdaimages.inventory.versions import TEXT_FILES
-from lambdaimages.tools.tree import OPAQUE, WHITEOUT, normalize_path
+from lambdaimages.tools.layers import WHITEOUT, member_role, normalize_path
 
 BLOCK = 512
 MEMORY_LIMIT = 1 << 20  # a captured file up to this size stays in memory, a bigger one goes to a temp file
@@ -238,14 +238,12 @@ class LayerScanner:
         self._start_data(data, capture)
 
     def _record(self, path: str, kind: str, size: int, link: str) -> None:
-        parent, _, base = path.rpartition("/")
-        if base == OPAQUE:
-            self._facts.opaques.append(parent)
-        elif base.startswith(WHITEOUT + WHITEOUT):
-            pass  # aufs bookkeeping such as .wh..wh.plnk, never content
-        elif base.startswith(WHITEOUT) and base != WHITEOUT:
-            self._facts.whiteouts.append(f"{parent}/{base.removeprefix(WHITEOUT)}".lstrip("/"))
-        elif path:  # the root itself is no entry of an image
+        role, path = member_role(path)
+        if role == "opaque":
+            self._facts.opaques.append(path)
+        elif role == "whiteout":
+            self._facts.whiteouts.append(path)
+        elif role == "entry":
             if path in self._facts.entries:  # a later member of the same path replaces the earlier one
                 for found in (self._facts.packages, self._facts.owned, self._facts.texts, self._facts.notes):
                     found.pop(path, None)

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lambdaimages.errors import OutputError
+from lambdaimages.inventory import images as inventories
 from lambdaimages.inventory import report
 from lambdaimages.inventory.merge import Inventory
-from lambdaimages.publish.contents import Scan, packages, scan, versions
 from lambdaimages.publish.snapshots import ArchSnapshot, Layer, Snapshot
 from lambdaimages.tools.templates import TEMPLATES, render_template
-from lambdaimages.tools.tree import DirSummary, Entry, TreeDiff, diff_trees, summarize_by_top_dir
+from lambdaimages.tools.tree import DirSummary, Entry, TreeDiff, diff_trees, merge_layers, summarize_by_top_dir
 
 CHANGES_TEMPLATE = "CHANGES.md.j2"
 LISTED = 500  # file lines per kind (added, removed, changed) and architecture; the rest is counted
@@ -81,13 +81,13 @@ def compare(old: Snapshot | None, new: Snapshot, listed: int = LISTED) -> Change
 
 
 def _compare_arch(before: ArchSnapshot | None, now: ArchSnapshot, listed: int) -> ArchChanges:
-    new_scan = _scan_layers(now)
+    new_tree, new_inventory = _read_layers(now)
     if before is None:
-        sizes = sum(e.size for e in new_scan.tree.values() if e.type == "file" and e.hardlinks[:1] in ((), (e.path,)))
+        sizes = sum(e.size for e in new_tree.values() if e.type == "file" and e.hardlinks[:1] in ((), (e.path,)))
         return ArchChanges(
             now.arch, None, now.manifest_digest, now.layers, (), 0,
-            tuple((name, None, value) for name, value in _versions_of(now, new_scan).items()),
-            None, (), None, {}, {}, None, (len(new_scan.tree), sizes),
+            tuple((name, None, value) for name, value in new_inventory.versions.items()),
+            None, (), None, {}, {}, None, (len(new_tree), sizes),
         )  # fmt: skip
     old_names = {layer.hex for layer in before.layers}
     new_names = {layer.hex for layer in now.layers}
@@ -96,31 +96,30 @@ def _compare_arch(before: ArchSnapshot | None, now: ArchSnapshot, listed: int) -
     kept = len(now.layers) - len(added)
     config = _config_diff(before.dockerfile, now.dockerfile)
     note = None
-    old_scan = None
-    if [layer.hex for layer in before.layers] == [layer.hex for layer in now.layers]:
-        old_scan = new_scan  # same layers in the same order: the same filesystem
+    old_tree = old_inventory = None
+    if [layer.hex for layer in before.layers] == [layer.hex for layer in now.layers]:  # the same filesystem
+        old_tree, old_inventory = new_tree, before.inventory if before.inventory is not None else new_inventory
     elif missing := [layer.hex for layer in before.layers if layer.source is None]:
         note = (
             f"the previous layers {', '.join(h[:12] for h in missing)} are not available here "
             "(neither in the layer cache nor fetched): no file-level comparison"
         )
     else:
-        old_scan = _scan_layers(before)
-    new_versions = _versions_of(now, new_scan)
-    if old_scan is None:
+        old_tree, old_inventory = _read_layers(before)
+    new_versions = new_inventory.versions
+    if old_tree is None or old_inventory is None:
         return ArchChanges(
             now.arch, before.manifest_digest, now.manifest_digest, added, removed, kept,
             tuple((name, None, value) for name, value in new_versions.items()),
             None, config, None, {}, {}, note,
         )  # fmt: skip
-    diff = diff_trees(old_scan.tree, new_scan.tree)
+    diff = diff_trees(old_tree, new_tree)
+    old_versions = old_inventory.versions
     if before.inventory is not None and now.inventory is not None:
-        # From the two inventories (rpm of every database format, dpkg, language packages), not the layers.
-        old_versions = before.inventory.versions
+        # Both SBOMs known: every kind of package (rpm of every database format, dpkg, language packages).
         package_rows = _inventory_changes(before.inventory, now.inventory)
     else:
-        old_versions = versions(old_scan)
-        package_rows = _package_changes(packages(old_scan), packages(new_scan))
+        package_rows = _package_changes(report.package_versions(old_inventory), report.package_versions(new_inventory))
     version_rows = tuple(
         (name, old_versions.get(name), new_versions.get(name)) for name in sorted(old_versions.keys() | new_versions)
     )
@@ -130,19 +129,18 @@ def _compare_arch(before: ArchSnapshot | None, now: ArchSnapshot, listed: int) -
     )  # fmt: skip
 
 
-def _scan_layers(snapshot: ArchSnapshot) -> Scan:
+def _read_layers(snapshot: ArchSnapshot) -> tuple[dict[str, Entry], Inventory]:
+    """The merged tree of a snapshot's layers, and its inventory: its SBOM's, else read from the same layers."""
     missing = [layer.hex for layer in snapshot.layers if layer.source is None]
     if missing:
         raise OutputError(f"{snapshot.arch}: layer tarballs {', '.join(h[:12] for h in missing)} are not available")
+    tarballs = [layer.source for layer in snapshot.layers]
     try:
-        return scan([layer.source for layer in snapshot.layers])
+        if snapshot.inventory is not None:
+            return merge_layers(tarballs), snapshot.inventory
+        return inventories.tree_and_inventory(tarballs)
     except ValueError as exc:
         raise OutputError(f"{snapshot.arch}: {exc}") from None
-
-
-def _versions_of(snapshot: ArchSnapshot, found: Scan) -> dict[str, str]:
-    """The OS and runtime versions: the inventory's when there is one, else read from the layers' scan."""
-    return snapshot.inventory.versions if snapshot.inventory is not None else versions(found)
 
 
 def _inventory_changes(old: Inventory, new: Inventory) -> dict[str, tuple]:

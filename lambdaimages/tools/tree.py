@@ -7,7 +7,6 @@ import hashlib
 import json
 import lzma
 import os
-import posixpath
 import shutil
 import tarfile
 import tempfile
@@ -19,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from lambdaimages.tools.layers import apply_layer, member_role, normalize_path
+
 CHUNK = 1 << 20
-WHITEOUT = ".wh."
-OPAQUE = ".wh..wh..opq"
 TYPES = {
     tarfile.REGTYPE: "file",
     tarfile.AREGTYPE: "file",
@@ -107,26 +106,17 @@ def merge_layers(layers: Iterable[LayerSource]) -> dict[str, Entry]:
     return _entries(tree)
 
 
-def normalize_path(name: str) -> str:
-    """A tar member's path as Docker cleans it, lexically: "/a" and "./a" are "a", "a/../b" is "b", "../x" stays."""
-    path = posixpath.normpath(name.lstrip("/"))
-    return "" if path == "." else path
-
-
 def _read_layer(stream: BinaryIO, lower: dict[str, _Node], name: str) -> _Layer:
     layer = _Layer()
     with tarfile.open(fileobj=stream, mode="r|*") as archive:  # "r|*" detects the compression by magic bytes
         while (member := archive.next()) is not None:
             archive.members.clear()  # stream mode would otherwise keep every header it has read
-            path = normalize_path(member.name)
-            parent, base = posixpath.split(path)
-            if base == OPAQUE:
-                layer.opaques.add(parent)
-            elif base.startswith(WHITEOUT + WHITEOUT):
-                continue  # aufs bookkeeping such as .wh..wh.plnk, never content
-            elif base.startswith(WHITEOUT) and base != WHITEOUT:
-                layer.whiteouts.add(posixpath.join(parent, base.removeprefix(WHITEOUT)))
-            elif path:  # the root itself: Docker's layers never carry it, so its attributes cannot be compared
+            role, path = member_role(normalize_path(member.name))
+            if role == "opaque":
+                layer.opaques.add(path)
+            elif role == "whiteout":
+                layer.whiteouts.add(path)
+            elif role == "entry":
                 layer.entries[path] = _node(archive, member, layer.entries, lower, name)
     return layer
 
@@ -163,20 +153,21 @@ def _sha256(stream: BinaryIO) -> str:
 
 
 def _apply(tree: dict[str, _Node], layer: _Layer) -> None:
-    # A layer's deletions hit only lower layers, so they go before its own entries land. A non-directory that
-    # replaces a directory deletes what was below it.
-    replaced = {path for path, node in layer.entries.items() if node.type != "dir" and path in tree}
-    deleted = layer.whiteouts | {path for path in replaced if tree[path].type == "dir"}
-    if deleted or layer.opaques:
-        for path in [path for path in tree if hidden(path, deleted, layer.opaques)]:
-            del tree[path]
-    tree.update(layer.entries)
-    # Docker creates missing parents of an entry as root-owned 0755 directories, and `docker save` lists them.
-    for path in layer.entries:
-        parent = posixpath.dirname(path)
-        while parent and parent not in tree and parent.split("/")[0] != "..":
-            tree[parent] = _Node("dir", 0o755, 0, 0)
-            parent = posixpath.dirname(parent)
+    apply_layer(
+        tree, layer.entries, layer.whiteouts, layer.opaques, lambda node: node.type == "dir",
+        parent=lambda: _Node("dir", 0o755, 0, 0),
+    )  # fmt: skip
+
+
+def open_layer(path: Path) -> BinaryIO:
+    """A layer tar file, xz, gzip or plain (told by its first bytes, whatever its name), opened as its tar."""
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.open(path, "rb")
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.open(path, "rb")
+    return open(path, "rb")
 
 
 def open_tarball(path: Path) -> BinaryIO:
@@ -190,17 +181,6 @@ def open_tarball(path: Path) -> BinaryIO:
     if path.name.endswith(".tar.gz"):
         return gzip.open(path)
     raise ValueError(f"{path.name}: not a .tar.xz or .tar.gz")
-
-
-def hidden(path: str, deleted: set[str], opaques: set[str]) -> bool:
-    """Whether a lower layer's `path` is hidden by a whiteout of it or of a parent, or by an opaque parent."""
-    if path in deleted:
-        return True
-    while path:
-        path = posixpath.dirname(path)
-        if path in deleted or path in opaques:
-            return True
-    return False
 
 
 def _tree_order(path: str) -> list[str]:
