@@ -42,7 +42,12 @@ LIMITS = {
     "rpm-sqlite": Limit(1 << 30),
     "jar": Limit(256 << 20),
 }
-_SPOOLED = {"rpm-bdb", "rpm-sqlite", "jar"}  # kinds whose parser reads a file; the others get bytes
+# How a new kind of file is read (the plug-in point): `classify` names the kind from the path, `LIMITS` says how
+# much of such a file is captured, and a parser of `_STREAM_PARSERS` (given a stream: the file may be big, so it is
+# spooled to a temp file above MEMORY_LIMIT) or of `_PARSERS` (given the bytes) returns its (packages, notes).
+# rpm databases are read apart: they also give the files each package owns.
+_STREAM_PARSERS = {"jar": languages.maven_packages}
+_SPOOLED = {"rpm-bdb", "rpm-sqlite", *_STREAM_PARSERS}  # kinds whose parser reads a file; the others get bytes
 # Tar entry type flags: what each makes in the image; the header-only ones carry no data whatever their size.
 _TYPES = {"0": "file", "\0": "file", "7": "file", "S": "file", "1": "hardlink", "2": "symlink", "5": "dir"}
 _TYPES.update(dict.fromkeys("346", "other"))
@@ -311,8 +316,8 @@ class LayerScanner:
                 database = rpmdb.read_sqlite(capture.filename(), path)
             packages, notes = database.packages, database.notes
             self._facts.owned[path] = {d: sorted(bases) for d, bases in sorted(database.owned.items())}
-        elif kind == "jar":
-            packages, notes = languages.maven_packages(path, capture.stream())
+        elif kind in _STREAM_PARSERS:
+            packages, notes = _STREAM_PARSERS[kind](path, capture.stream())
         else:
             packages, notes = _PARSERS[kind](path, capture.data())
         if packages:

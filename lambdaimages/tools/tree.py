@@ -81,10 +81,11 @@ class _Layer:
 def merge_layers(layers: Iterable[LayerSource]) -> dict[str, Entry]:
     """The filesystem an image's layers make, read as streams (nothing is extracted), by path in tree order.
 
-    Layers apply lowest first with OCI whiteouts: `.wh.<name>` deletes `name` and what is below it from lower
-    layers, `.wh..wh..opq` hides everything lower layers put in its directory; a whiteout never hides an entry
-    of its own layer. Missing parent directories appear as Docker creates them (0755, root). Each layer is a tar,
-    plain or gzip, bzip2 or xz compressed. Paths are recorded as Docker cleans them, never followed or written.
+    Layers apply lowest first as `tools.layers` combines them, with OCI whiteouts: `.wh.<name>` deletes `name`
+    and what is below it from lower layers, `.wh..wh..opq` hides everything lower layers put in its directory; a
+    whiteout never hides an entry of its own layer. Missing parent directories appear as Docker creates them (0755,
+    root). Each layer is a tar, plain or gzip, bzip2 or xz compressed. Paths are recorded as Docker cleans them,
+    never followed or written.
 
     Args:
         layers: open binary streams or paths of the layer tars.
