@@ -257,3 +257,58 @@ def image_layers() -> tuple[list[bytes], dict]:
     top = {"var/lib/rpm/Packages": sample.bdb["1234"] / "Packages"}
     truth = {"rpm": query("--root", removed, "--dbpath", "/var/lib/rpm"), "root": removed}
     return [tar_of(base), tar_of(upper), tar_of(top)], truth
+
+
+GO_BUILDS = {  # binary name -> (GOARCH, extra go build flags)
+    "hello-amd64": ("amd64", []),
+    "hello-arm64": ("arm64", ["-trimpath", "-ldflags=-s -w -buildid="]),
+    "hello-386": ("386", []),
+    "hello-pie": ("amd64", ["-buildmode=pie"]),
+}
+
+
+@functools.cache
+def go_binaries() -> dict[str, Path]:
+    """Go binaries built offline by Debian's golang-go: a main module using two local modules through `replace`
+    (one required at a version, one at a pseudo-version), for amd64, arm64 (stripped, no build id), 386 and PIE."""
+    root = workdir() / "go"
+    for name, version in (("greet", "v1.2.3"), ("util", "v0.0.0-20240101000000-abcdefabcdef")):
+        module = root / name
+        module.mkdir(parents=True, exist_ok=True)
+        (module / "go.mod").write_text(f"module example.com/{name}\n\ngo 1.19\n")
+        (module / f"{name}.go").write_text(f'package {name}\n\nfunc Word() string {{ return "{name} {version}" }}\n')
+    main = root / "hello"
+    main.mkdir(exist_ok=True)
+    (main / "go.mod").write_text(
+        "module example.com/hello\n\ngo 1.19\n\n"
+        "require (\n\texample.com/greet v1.2.3\n\texample.com/util v0.0.0-20240101000000-abcdefabcdef\n)\n\n"
+        "replace example.com/greet => ../greet\n\nreplace example.com/util => ../util\n"
+    )
+    (main / "main.go").write_text(
+        'package main\n\nimport (\n\t"fmt"\n\n\t"example.com/greet"\n\t"example.com/util"\n)\n\n'
+        "func main() { fmt.Println(greet.Word(), util.Word()) }\n"
+    )
+    environment = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(root),
+        "GOPATH": str(root / "gopath"),
+        "GOCACHE": str(root / "cache"),
+        "GOFLAGS": "-mod=mod",
+        "GOPROXY": "off",
+        "GOTOOLCHAIN": "local",
+        "CGO_ENABLED": "0",
+        "GOOS": "linux",
+    }
+    built = {}
+    for name, (arch, flags) in GO_BUILDS.items():
+        out = root / "bin" / name
+        if not out.exists():
+            run("go", "build", "-o", out, *flags, ".", cwd=main, env={**environment, "GOARCH": arch})
+        built[name] = out
+    return built
+
+
+def go_version_m(binary: Path) -> tuple[str, list[tuple[str, ...]]]:
+    """What `go version -m` prints of a binary: the Go version, and each build info line split at tabs."""
+    first, *lines = run("go", "version", "-m", binary, env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"}).splitlines()
+    return first.rpartition(": ")[2], [tuple(line.strip("\t").split("\t")) for line in lines]

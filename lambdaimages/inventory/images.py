@@ -26,8 +26,8 @@ from lambdaimages.snapshot.view import SnapshotView
 from lambdaimages.state import Layer, State
 from lambdaimages.tools.tree import Entry, merge_layers, open_layer, open_tarball
 
-FORMAT = 1  # of the cached facts: a change of what the scanner keeps makes every layer be read again
-SBOM_FORMAT = 1  # of what an SBOM holds: a change rewrites every SBOM
+FORMAT = 2  # of the cached facts: a change of what the scanner keeps makes every layer be read again
+SBOM_FORMAT = 2  # of what an SBOM holds: a change rewrites every SBOM
 CHUNK = 1 << 20
 
 

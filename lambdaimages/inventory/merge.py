@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lambdaimages.inventory import dotnet
 from lambdaimages.inventory.facts import Entry, LayerFacts, Package
 from lambdaimages.inventory.tarscan import RPM_DATABASES
 from lambdaimages.inventory.versions import OS_RELEASE, os_release_fields, runtime_versions
@@ -137,6 +138,7 @@ def merge(layers: Iterable[LayerFacts]) -> Inventory:
         if path not in RPM_DATABASES or (databases and path == databases[0])
         for package in found
     ]
+    packages += dotnet.shared_frameworks(merged.entries)  # directories, not files: found in the merged view
     notes += [f"/{path}: {note}" for path, found in sorted(merged.notes.items()) for note in found]
     os_release = next(filter(None, map(merged.text, OS_RELEASE)), None)
     files = [(path, entry) for path, entry in merged.entries.items() if entry.kind != "dir"]

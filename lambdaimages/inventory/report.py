@@ -11,7 +11,17 @@ from lambdaimages.inventory.merge import Inventory
 from lambdaimages.inventory.versions import RUNTIMES
 
 RPM_SQLITE = "var/lib/rpm/rpmdb.sqlite"  # the one database `package_versions` reads, before dpkg's status
-KIND_NAMES = {"rpm": "rpm", "deb": "deb", "pypi": "Python", "npm": "npm", "gem": "gem", "maven": "Maven"}
+KIND_NAMES = {
+    "rpm": "rpm",
+    "deb": "deb",
+    "pypi": "Python",
+    "npm": "npm",
+    "gem": "gem",
+    "maven": "Maven",
+    "golang": "Go",
+    "nuget": "NuGet",
+    "dotnet": ".NET framework",
+}
 
 
 def summary(inventory: Inventory, unowned: int = 5) -> list[str]:

@@ -16,6 +16,7 @@ from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
 from lambdaimages import platforms
+from lambdaimages.inventory import dotnet
 from lambdaimages.inventory.facts import Package
 from lambdaimages.inventory.merge import DirCount, Inventory
 from lambdaimages.inventory.versions import RUNTIMES
@@ -178,16 +179,28 @@ def _package_components(inventory: Inventory) -> list[Component]:
                 purl=purl,
                 bom_ref=ref if refs[ref] == 1 else f"{ref}#{refs[ref]}",
                 licenses=[licenses.make_from_string(package.license)] if package.license else None,
+                cpe=package_cpe(package),
                 properties=properties,
             )
         )
     return components
 
 
+def package_cpe(package: Package) -> str | None:
+    """The CPE scanners match a package's CVEs by, where its purl is not enough: Go's standard library (syft's
+    form) and the .NET shared frameworks."""
+    if package.kind == "golang" and package.name == "stdlib":
+        return f"cpe:2.3:a:golang:go:{package.version}:-:*:*:*:*:*:*"
+    if package.kind == "dotnet" and package.name in dotnet.FRAMEWORK_CPES:
+        return f"cpe:2.3:a:{dotnet.FRAMEWORK_CPES[package.name]}:{package.version}:*:*:*:*:*:*:*"
+    return None
+
+
 def package_url(package: Package, distro: str = "", distro_version: str = "") -> PackageURL:
     """The purl scanners use for a package: for rpm and deb, syft's form (`pkg:rpm/amzn/bash@4.2.46-34.amzn2
-    ?arch=x86_64&distro=amzn-2&epoch=1&upstream=bash-4.2.46-34.amzn2.src.rpm`); pypi, npm, gem and maven as the
-    purl spec writes them.
+    ?arch=x86_64&distro=amzn-2&epoch=1&upstream=bash-4.2.46-34.amzn2.src.rpm`); pypi, npm, gem, maven, nuget and
+    golang as the purl spec writes them (Go's toolchain as syft does: `pkg:golang/stdlib@1.19.8`); a .NET shared
+    framework as `pkg:generic/microsoft/Microsoft.NETCore.App@8.0.1`.
 
     Args:
         package: the package.
@@ -213,6 +226,11 @@ def package_url(package: Package, distro: str = "", distro_version: str = "") ->
     if package.kind == "npm" and package.name.startswith("@") and "/" in package.name:
         scope, name = package.name.split("/", 1)
         return PackageURL(type="npm", namespace=scope, name=name, version=package.version or None)
+    if package.kind == "golang":  # pkg:golang/github.com/aws/aws-lambda-go@v1.47.0; the toolchain: stdlib@1.19.8
+        namespace, _, name = package.name.rpartition("/")
+        return PackageURL(type="golang", namespace=namespace or None, name=name, version=package.version or None)
+    if package.kind == "dotnet":  # a shared framework: a directory, not a NuGet package
+        return PackageURL(type="generic", namespace="microsoft", name=package.name, version=package.version or None)
     namespace = package.group or None
     return PackageURL(type=package.kind, namespace=namespace, name=package.name, version=package.version or None)
 

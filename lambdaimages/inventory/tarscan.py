@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
-from lambdaimages.inventory import dpkg, languages, rpmdb
+from lambdaimages.inventory import dotnet, dpkg, golang, languages, rpmdb
 from lambdaimages.inventory.facts import Entry, LayerFacts
 from lambdaimages.inventory.versions import TEXT_FILES
 from lambdaimages.tools.layers import WHITEOUT, member_role, normalize_path
@@ -41,6 +42,7 @@ LIMITS = {
     "rpm-bdb": Limit(1 << 30),
     "rpm-sqlite": Limit(1 << 30),
     "jar": Limit(256 << 20),
+    "dotnet": Limit(16 << 20),
 }
 # How a new kind of file is read (the plug-in point): `classify` names the kind from the path, `LIMITS` says how
 # much of such a file is captured, and a parser of `_STREAM_PARSERS` (given a stream: the file may be big, so it is
@@ -61,6 +63,8 @@ def classify(path: str) -> str | None:
         return "npm" if languages.NPM_PACKAGE.search(path) else None
     if base.endswith(".jar"):
         return "jar"
+    if base.endswith(".deps.json"):
+        return "dotnet"
     if base.endswith(".gemspec"):
         return "gem" if languages.GEMSPEC.search(path) else None
     if base in ("METADATA", "PKG-INFO") or base.endswith(".egg-info"):
@@ -118,6 +122,56 @@ class _Capture:
         self.buffer = bytearray()
 
 
+class ContentReader(Protocol):
+    """Reads one file picked by its first bytes, fed from its first byte on; `finish` says what it found."""
+
+    def feed(self, data: memoryview) -> bool:
+        """The next bytes; False once the reader wants no more of the file."""
+
+    def finish(self, path: str) -> languages.Found:
+        """The packages and notes of the whole file (called only when the file was complete)."""
+
+
+# Files picked by their first bytes, not their path: magic -> reader of a file of that size.
+CONTENT_READERS: dict[bytes, Callable[[int], ContentReader]] = {golang.ELF_MAGIC: golang.BuildInfoReader}
+SNIFF = 4  # bytes of a file's start that pick its reader
+MIN_CONTENT = 64  # smaller files are not offered to content readers
+
+
+class _Sniff:
+    """A file of no kind `classify` knows, offered to `CONTENT_READERS` by its first bytes as it streams by."""
+
+    kind = "content"
+
+    def __init__(self, path: str, size: int) -> None:
+        self.path, self.size = path, size
+        self.got, self.want = 0, size
+        self.start = b""
+        self.reader: ContentReader | None = None
+        self.active = True
+
+    def write(self, data: memoryview) -> None:
+        self.got = min(self.want, self.got + len(data))
+        if not self.active:
+            return
+        if self.reader is None:
+            before = len(self.start)
+            self.start += data[: SNIFF - before]
+            if len(self.start) < SNIFF:
+                return
+            make = CONTENT_READERS.get(self.start)
+            if make is None:
+                self.active = False
+                return
+            self.reader = make(self.size)
+            self.active = self.reader.feed(memoryview(self.start)) and self.reader.feed(data[SNIFF - before :])
+            return
+        self.active = self.reader.feed(data)
+
+    def close(self) -> None:
+        self.reader = None
+
+
 class LayerScanner:
     """Reads a layer tar pushed in chunks of any size and keeps what an inventory needs, as `LayerFacts`.
 
@@ -133,11 +187,11 @@ class LayerScanner:
         self._tmpdir = tmpdir
         self._pending = bytearray()  # a header split across chunks
         self._skip = 0  # bytes of the current member's data and padding still to come
-        self._capture: _Capture | None = None
+        self._capture: _Capture | _Sniff | None = None
         self._member = ""  # the path whose data is streaming, for notes
         self._state = "header"  # header, sparse (GNU sparse extension blocks), end, broken
         self._overrides: dict[str, str] = {}  # from a pax header or GNU long name/link, for the next member
-        self._sparse: tuple[int, _Capture | None] = (0, None)  # the data to start after the extension blocks
+        self._sparse: tuple[int, _Capture | _Sniff | None] = (0, None)  # the data to start after the extension blocks
         self._closed = False
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> None:
@@ -256,19 +310,19 @@ class LayerScanner:
                 link = normalize_path(link)
             self._facts.entries[path] = Entry(kind, size if kind == "file" else 0, link if kind != "file" else "")
 
-    def _capture_for(self, path: str, size: int) -> _Capture | None:
+    def _capture_for(self, path: str, size: int) -> _Capture | _Sniff | None:
         kind = classify(path)
         if kind is None:
             if path.endswith("rpmdb.sqlite-wal") and path.removesuffix("-wal") in RPM_DATABASES and size:
                 self._facts.note(path, "not empty: changes rpm keeps in it are not read")
-            return None
+            return _Sniff(path, size) if size >= MIN_CONTENT else None
         limit = LIMITS[kind]
         if size > limit.size and not limit.prefix:
             self._facts.note(path, f"{size} bytes, more than the {limit.size} read of such a file: not read")
             return None
         return _Capture(kind, path, size, self._tmpdir)
 
-    def _start_data(self, size: int, capture: _Capture | None) -> None:
+    def _start_data(self, size: int, capture: _Capture | _Sniff | None) -> None:
         self._capture = capture
         self._skip = -(-size // BLOCK) * BLOCK
         if not self._skip:
@@ -304,12 +358,16 @@ class LayerScanner:
             if "GNU.sparse.name" in records:
                 self._overrides["path"] = records["GNU.sparse.name"]
 
-    def _parse(self, capture: _Capture) -> None:
+    def _parse(self, capture: _Capture | _Sniff) -> None:
         kind, path = capture.kind, capture.path
-        if kind == "text":
+        if isinstance(capture, _Sniff):
+            if capture.reader is None:
+                return
+            packages, notes = capture.reader.finish(path)
+        elif kind == "text":
             self._facts.texts[path] = capture.data().decode("utf-8", "replace")
             return
-        if kind in ("rpm-bdb", "rpm-sqlite"):
+        elif kind in ("rpm-bdb", "rpm-sqlite"):
             if kind == "rpm-bdb":
                 database = rpmdb.read_bdb(capture.stream(), path)
             else:
@@ -335,6 +393,7 @@ _PARSERS = {
     "python": languages.python_package,
     "npm": languages.npm_package,
     "gem": languages.gem_package,
+    "dotnet": dotnet.deps_packages,
 }
 
 
