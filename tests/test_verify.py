@@ -28,9 +28,18 @@ from lambdaimages.catalog import Smoke
 from lambdaimages.registry.client import RegistryClient
 from lambdaimages.testbed import demo, samples
 from lambdaimages.tools.dockerfile import add_instructions
-from lambdaimages.verify import checks as verify
-from lambdaimages.verify import reports
-from lambdaimages.verify.checks import CANNOT_RUN, FAIL, NO_SMOKE, PASS, SKIPPED, Check
+from lambdaimages.verify import checks, containers, inputs, reports
+from lambdaimages.verify.results import (
+    CANNOT_RUN,
+    CHECKS,
+    FAIL,
+    NO_SMOKE,
+    PASS,
+    SKIPPED,
+    ArchResult,
+    Check,
+    RuntimeResult,
+)
 from lambdaimages.verify.runtime_api import RuntimeAPIServer
 
 EVENT = {"hello": "world", "quote": 'it\'s "x"'}
@@ -62,13 +71,13 @@ def built_like(upstream: dict) -> dict:
 
 
 def test_env_order_is_a_note_and_empty_fields_are_unset():
-    problems, notes = verify.compare_config(UPSTREAM, built_like(UPSTREAM))
+    problems, notes = checks.compare_config(UPSTREAM, built_like(UPSTREAM))
     assert problems == []
     assert notes == [
         "Env order differs (values equal; the builder starts with PATH): upstream LANG TZ PATH EMPTY; "
         "built PATH LANG TZ EMPTY"
     ]
-    assert verify.compare_config(UPSTREAM, {"Architecture": "amd64", "Os": "linux", "Config": UPSTREAM["config"]}) == (
+    assert checks.compare_config(UPSTREAM, {"Architecture": "amd64", "Os": "linux", "Config": UPSTREAM["config"]}) == (
         [],
         [],
     )
@@ -82,7 +91,7 @@ def test_each_config_difference_is_named_with_both_values():
     built["Config"]["Labels"] = {}
     built["Config"]["ExposedPorts"] = {"8080/tcp": {}, "9000/tcp": {}}
     built["Config"]["User"] = "sbx_user1051"
-    problems, notes = verify.compare_config(UPSTREAM, built)
+    problems, notes = checks.compare_config(UPSTREAM, built)
     assert problems == [
         "architecture: upstream 'amd64' vs built 'arm64'",
         "Env LANG: upstream 'en_US.UTF-8' vs built 'C'",
@@ -103,20 +112,20 @@ def test_each_config_difference_is_named_with_both_values():
 def test_add_lines_in_order_pass_and_each_kind_of_difference_is_named():
     text = "FROM scratch\n\nADD a.tar.xz /\nADD b.tar.xz /\nADD c.tar.xz /\nENV X=1\n"
     expected = ["a.tar.xz", "b.tar.xz", "c.tar.xz"]
-    assert verify.compare_adds("D", add_instructions(text), expected) == []
+    assert checks.compare_adds("D", add_instructions(text), expected) == []
     swapped = text.replace("ADD a.tar.xz /\nADD b.tar.xz /", "ADD b.tar.xz /\nADD a.tar.xz /")
-    assert verify.compare_adds("D", add_instructions(swapped), expected) == [
+    assert checks.compare_adds("D", add_instructions(swapped), expected) == [
         "D:3: ADD lines are not in upstream's layer order (2 of 3 misplaced): ADD 1 is b.tar.xz, "
         "upstream's layer 1 is a.tar.xz"
     ]
     changed = text.replace("ADD b.tar.xz /", "ADD x.tar.xz /").replace("ADD c.tar.xz /", "ADD c.tar.xz /opt")
-    assert verify.compare_adds("D", add_instructions(changed), expected) == [
+    assert checks.compare_adds("D", add_instructions(changed), expected) == [
         "D:5: ADD c.tar.xz to /opt, not to /",
         "D: no ADD for upstream's layer 2 (b.tar.xz)",
         "D:4: ADD x.tar.xz is not one of upstream's layers",
     ]
     short = "ADD a.tar.xz /\nADD --chown=1:1 b.tar.xz c.tar.xz /\n"
-    assert verify.compare_adds("D", add_instructions(short), ["a.tar.xz", "b.tar.xz"]) == [
+    assert checks.compare_adds("D", add_instructions(short), ["a.tar.xz", "b.tar.xz"]) == [
         "D:2: expected `ADD <tarball> /`, found `ADD --chown=1:1 b.tar.xz c.tar.xz /`",
         "D: no ADD for upstream's layer 2 (b.tar.xz)",
         "D:2: ADD (malformed) is not one of upstream's layers",
@@ -136,7 +145,7 @@ def test_tarballs_missing_unreadable_lfs_pointers_and_strays_are_each_named(tmp_
             (folder / name).write_bytes(lzma.compress(layer.tar))
     top = "".join(f"ADD x86_64/{n} /\n" for n in names)
     (tmp_path / "r.t" / "Dockerfile.r.t").write_text(top)
-    check, tree, error = verify.check_tarballs(tmp_path, runtime, "x86_64", state, tree=True)
+    check, tree, error = checks.check_tarballs(tmp_path, runtime, "x86_64", state, tree=True)
     assert (check.status, error) == (PASS, None)
     assert sorted(tree) == ["f0", "f1", "f2", "f3", "f4"]
 
@@ -145,7 +154,7 @@ def test_tarballs_missing_unreadable_lfs_pointers_and_strays_are_each_named(tmp_
     (folder / names[2]).write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n")
     (folder / names[3]).write_bytes(lzma.compress(layers[3].tar)[:-20])
     (folder / "0000.tar.xz").write_bytes(b"")
-    check, tree, error = verify.check_tarballs(tmp_path, runtime, "arm64", state, tree=True)
+    check, tree, error = checks.check_tarballs(tmp_path, runtime, "arm64", state, tree=True)
     assert (check.status, tree, error) == (FAIL, None, None)
     assert check.details == (
         "arm64/0000.tar.xz: not one of upstream's layers",
@@ -158,19 +167,19 @@ def test_tarballs_missing_unreadable_lfs_pointers_and_strays_are_each_named(tmp_
 
 
 def test_json_values_compare_as_json():
-    assert verify.same_json({"a": [1, 2.0, None, "x"]}, {"a": [1.0, 2, None, "x"]})
-    assert not verify.same_json({"a": True}, {"a": 1})
-    assert not verify.same_json([0], [False])
-    assert not verify.same_json({"a": "1"}, {"a": 1})
-    assert not verify.same_json({"a": 1}, {"a": 1, "b": 2})
-    assert not verify.same_json([1, 2], [2, 1])
+    assert checks.same_json({"a": [1, 2.0, None, "x"]}, {"a": [1.0, 2, None, "x"]})
+    assert not checks.same_json({"a": True}, {"a": 1})
+    assert not checks.same_json([0], [False])
+    assert not checks.same_json({"a": "1"}, {"a": 1})
+    assert not checks.same_json({"a": 1}, {"a": 1, "b": 2})
+    assert not checks.same_json([1, 2], [2, 1])
 
 
 # -- reports -------------------------------------------------------------------------------------
 
 
-def _result(name: str, invoke: Check) -> verify.RuntimeResult:
-    x86 = verify.ArchResult(
+def _result(name: str, invoke: Check) -> RuntimeResult:
+    x86 = ArchResult(
         name,
         "x86_64",
         (
@@ -184,10 +193,10 @@ def _result(name: str, invoke: Check) -> verify.RuntimeResult:
         image=f"{name}:local",
         image_id="sha256:1",
     )
-    passed = [Check(check, PASS, "fine") for check in verify.CHECKS[:4]]
+    passed = [Check(check, PASS, "fine") for check in CHECKS[:4]]
     cannot = Check("invoke", CANNOT_RUN, "the engine cannot run arm64 programs (exit code 1)", seconds=0.5)
-    arm = verify.ArchResult(name, "arm64", (*passed, cannot))
-    return verify.RuntimeResult(name, (x86, arm))
+    arm = ArchResult(name, "arm64", (*passed, cannot))
+    return RuntimeResult(name, (x86, arm))
 
 
 def test_reports_list_every_runtime_and_check_for_people_and_ci(tmp_path):
@@ -201,7 +210,7 @@ def test_reports_list_every_runtime_and_check_for_people_and_ci(tmp_path):
     bad = _result("r.bad", failure)
     assert not good.failed and bad.failed
     assert bad.failure_message() == "x86_64 invoke: the handler answered with an error: boom"
-    assert verify.RuntimeResult.from_json(json.loads(json.dumps(bad.to_json()))) == bad
+    assert RuntimeResult.from_json(json.loads(json.dumps(bad.to_json()))) == bad
     found = [
         reports.Verdict(cat.by_name["r.good"], good, PASS, verified_at="t"),
         reports.Verdict(cat.by_name["r.bad"], bad, FAIL, verified_at="t"),
@@ -300,7 +309,7 @@ def test_python_smoke_test_answers_through_awslambdaric(api, tmp_path):
         process.kill()
         process.wait()
     assert invocation.outcome == "response", (tmp_path / "log").read_text()
-    assert verify.same_json(json.loads(invocation.body), smoke.expect)
+    assert checks.same_json(json.loads(invocation.body), smoke.expect)
 
 
 @pytest.mark.timeout(60)
@@ -316,7 +325,7 @@ def test_provided_smoke_bootstrap_answers_in_posix_sh_and_bash(api, tmp_path, sh
         process.wait()
     for invocation in answers:
         assert invocation.outcome == "response", (tmp_path / "log").read_text()
-        assert verify.same_json(json.loads(invocation.body), smoke.expect)
+        assert checks.same_json(json.loads(invocation.body), smoke.expect)
     assert os.stat(Path(smoke.files) / "bootstrap").st_mode & 0o111, "the bootstrap must be executable"
 
 
@@ -331,7 +340,7 @@ def test_nodejs_and_ruby_smoke_handlers_answer_what_the_catalog_expects():
     """)
     out = subprocess.run(["node", "-e", node, smoke.files, smoke.handler, json.dumps(smoke.event), arn],
                          capture_output=True, text=True, timeout=60, check=True).stdout  # fmt: skip
-    assert verify.same_json(json.loads(out), smoke.expect)
+    assert checks.same_json(json.loads(out), smoke.expect)
     smoke = _catalog_smoke("ruby")
     ruby = textwrap.dedent("""
         require "json"
@@ -342,7 +351,7 @@ def test_nodejs_and_ruby_smoke_handlers_answer_what_the_catalog_expects():
     """)
     out = subprocess.run(["ruby", "-e", ruby, smoke.files, smoke.handler, json.dumps(smoke.event), arn],
                          capture_output=True, text=True, timeout=60, check=True).stdout  # fmt: skip
-    assert verify.same_json(json.loads(out), smoke.expect)
+    assert checks.same_json(json.loads(out), smoke.expect)
 
 
 # -- real builds ---------------------------------------------------------------------------------
@@ -395,7 +404,7 @@ def world(registry, docker_client, tmp_path_factory):
 
 
 def _leftover_containers(docker_client, runtime: str) -> list:
-    return docker_client.containers.list(all=True, filters={"label": f"{verify.LABEL}={runtime}"})
+    return docker_client.containers.list(all=True, filters={"label": f"{containers.LABEL}={runtime}"})
 
 
 def _derived_image(world, docker_client, name: str, dockerfile: str, files: dict[str, bytes | tuple[bytes, int]]):
@@ -433,7 +442,7 @@ def _table(stdout: str) -> list[list[str]]:
     return [re.split(r"\s{2,}", line.strip()) for line in lines[start:end]]
 
 
-def _statuses(result: verify.RuntimeResult) -> dict[str, list[str]]:
+def _statuses(result: RuntimeResult) -> dict[str, list[str]]:
     return {arch.arch: [check.status for check in arch.checks] for arch in result.architectures}
 
 
@@ -490,22 +499,22 @@ def test_single_runtime_verify_reruns_when_its_image_changed(world, docker_clien
 def test_inputs_change_with_the_snapshot_the_image_and_the_smoke_test(world, docker_client, tmp_path):
     out, name = _copy_snapshot(world, "inputs"), world["names"]["a"]
     runtime = world["runtimes"][name]
-    before = verify.inputs(out, runtime)
-    assert verify.inputs(out, runtime) == before
+    before = inputs.gather(out, runtime)
+    assert inputs.gather(out, runtime) == before
     assert before["image_id"] == docker_client.images.get(f"{name}:local").id
     dockerfile = out / name / "arm64" / f"Dockerfile.{name}"
     dockerfile.write_text(dockerfile.read_text() + "# edited\n")
-    edited = verify.inputs(out, runtime)
+    edited = inputs.gather(out, runtime)
     assert edited["snapshot"] != before["snapshot"] and edited["image_id"] == before["image_id"]
     (tmp_path / "function.sh").write_text("handler() { echo 1; }\n")
     with_files = dataclasses.replace(runtime, smoke=dataclasses.replace(runtime.smoke, files=str(tmp_path)))
-    first = verify.inputs(out, with_files)["smoke"]
+    first = inputs.gather(out, with_files)["smoke"]
     (tmp_path / "function.sh").write_text("handler() { echo 2; }\n")
-    assert verify.inputs(out, with_files)["smoke"] != first != edited["smoke"]
+    assert inputs.gather(out, with_files)["smoke"] != first != edited["smoke"]
 
 
 def test_good_build_and_loaded_images_pass_every_check_on_both_architectures(world):
-    result = verify.verify_runtime(world["out"], world["runtimes"][world["names"]["a"]])
+    result = checks.verify_runtime(world["out"], world["runtimes"][world["names"]["a"]])
     assert _statuses(result) == {"x86_64": [PASS] * 5, "arm64": [PASS] * 5}
     x86 = result.architectures[0]
     assert x86.check("tree").summary.endswith("entries equal upstream's")
@@ -518,7 +527,7 @@ def test_tampered_tarball_fails_check_one_naming_it_and_skips_the_tree(world):
     tarball = out / name / "x86_64" / f"{function_layer.diff_id.removeprefix('sha256:')}.tar.xz"
     tampered = samples.layer_from_files([samples.file("/var/task/function.sh", b"handler() { echo evil; }\n")])
     tarball.write_bytes(lzma.compress(tampered.tar))
-    result = verify.verify_runtime(out, world["runtimes"][name])
+    result = checks.verify_runtime(out, world["runtimes"][name])
     x86 = result.architectures[0]
     assert [c.status for c in x86.checks][:3] == [FAIL, PASS, SKIPPED]  # the loaded image is still upstream's
     assert x86.check("tarballs").summary == (
@@ -536,7 +545,7 @@ def test_swapped_add_lines_fail_check_one_on_an_architecture_the_engine_does_not
     first = next(i for i, line in enumerate(lines) if line.startswith("ADD "))
     lines[first], lines[first + 1] = lines[first + 1], lines[first]
     dockerfile.write_text("".join(lines))
-    result = verify.verify_runtime(out, world["runtimes"][name])
+    result = checks.verify_runtime(out, world["runtimes"][name])
     assert _statuses(result) == {"x86_64": [PASS] * 5, "arm64": [FAIL, PASS, PASS, PASS, PASS]}
     layers = [layer.diff_id.removeprefix("sha256:") + ".tar.xz" for layer in world["images"]["arm64"].layers]
     assert result.failure_message() == (
@@ -547,7 +556,7 @@ def test_swapped_add_lines_fail_check_one_on_an_architecture_the_engine_does_not
 
 def test_image_rebuilt_with_an_extra_file_fails_the_tree_naming_the_file(world, docker_client):
     tag = _derived_image(world, docker_client, "extra", "ADD extra.txt /var/task/extra.txt\n", {"extra.txt": b"x"})
-    result = verify.verify_runtime(world["out"], world["runtimes"][world["names"]["a"]], image=tag)
+    result = checks.verify_runtime(world["out"], world["runtimes"][world["names"]["a"]], image=tag)
     x86 = result.architectures[0]
     assert [c.status for c in x86.checks] == [PASS, PASS, FAIL, PASS, PASS]
     assert x86.check("tree").summary == "1 difference, first: only built: var/task/extra.txt"
@@ -559,7 +568,7 @@ def test_image_rebuilt_with_an_extra_file_fails_the_tree_naming_the_file(world, 
 
 def test_changed_env_value_fails_the_config_naming_both_values(world, docker_client):
     tag = _derived_image(world, docker_client, "env", "ENV LANG=C.UTF-8\n", {})
-    result = verify.verify_runtime(world["out"], world["runtimes"][world["names"]["a"]], image=tag)
+    result = checks.verify_runtime(world["out"], world["runtimes"][world["names"]["a"]], image=tag)
     x86 = result.architectures[0]
     assert [c.status for c in x86.checks] == [PASS, PASS, PASS, FAIL, PASS]
     assert x86.check("config").summary == "Env LANG: upstream 'en_US.UTF-8' vs built 'C.UTF-8'"
@@ -574,7 +583,7 @@ def test_changed_file_mode_fails_the_tree_naming_path_and_modes(world, docker_cl
         info.size, info.mode = len(content), 0o600
         tar.addfile(info, io.BytesIO(content))
     tag = _derived_image(world, docker_client, "mode", "ADD mode.tar /\n", {"mode.tar": archive.getvalue()})
-    result = verify.verify_runtime(world["out"], world["runtimes"][name], image=tag)
+    result = checks.verify_runtime(world["out"], world["runtimes"][name], image=tag)
     tree = result.architectures[0].check("tree")
     assert tree.status == FAIL
     assert tree.summary == "1 difference, first: var/task/function.sh: mode 0644 vs 0600"
@@ -587,7 +596,7 @@ def _with_smoke(world, **changes) -> catalog_module.Runtime:
 
 def test_handler_error_fails_the_invocation_with_the_error_and_removes_the_container(world, docker_client):
     runtime = _with_smoke(world, event={"please": "fail"})
-    check = verify.check_invoke(runtime, f"{runtime.name}:local")
+    check = checks.check_invoke(runtime, f"{runtime.name}:local")
     assert check.status == FAIL
     assert check.summary.startswith("the handler answered with an error: ")
     assert "the event asked to fail" in check.summary
@@ -600,7 +609,7 @@ def test_bootstrap_that_never_answers_times_out_and_its_container_is_removed(wor
     os.chmod(tmp_path / "bootstrap", 0o755)
     runtime = _with_smoke(world, files=str(tmp_path), timeout=2.0)
     started = time.monotonic()
-    check = verify.check_invoke(runtime, f"{runtime.name}:local")
+    check = checks.check_invoke(runtime, f"{runtime.name}:local")
     assert check.status == FAIL
     assert check.summary == "no answer within 2 s (container running; removed)"
     assert "log: waiting forever" in check.details
@@ -612,7 +621,7 @@ def test_runtime_that_exits_fails_at_once_not_at_the_timeout(world, docker_clien
     (tmp_path / "bootstrap").write_text("#!/bin/sh\necho 'giving up' >&2\nexit 3\n")
     os.chmod(tmp_path / "bootstrap", 0o755)
     runtime = _with_smoke(world, files=str(tmp_path), timeout=60.0)
-    check = verify.check_invoke(runtime, f"{runtime.name}:local")
+    check = checks.check_invoke(runtime, f"{runtime.name}:local")
     assert check.status == FAIL
     assert check.summary == (
         'the runtime failed to start: {"errorType": "Runtime.ExitError", "errorMessage": "the container exited '
@@ -626,23 +635,23 @@ def test_runtime_that_exits_fails_at_once_not_at_the_timeout(world, docker_clien
 def test_smoke_files_are_mounted_at_var_task(world, docker_client, tmp_path):
     (tmp_path / "custom.sh").write_text('custom() { printf \'{"custom": %s}\' "$1"; }\n')
     runtime = _with_smoke(world, files=str(tmp_path), handler="custom.run", event=[1], expect={"custom": [1]})
-    assert verify.check_invoke(runtime, f"{runtime.name}:local").status == FAIL  # no function `run` in custom.sh
+    assert checks.check_invoke(runtime, f"{runtime.name}:local").status == FAIL  # no function `run` in custom.sh
     runtime = _with_smoke(world, files=str(tmp_path), handler="custom.custom", event=[1], expect={"custom": [1]})
-    check = verify.check_invoke(runtime, f"{runtime.name}:local")
+    check = checks.check_invoke(runtime, f"{runtime.name}:local")
     assert check.status == PASS, check
     assert not _leftover_containers(docker_client, runtime.name)
 
 
 def test_runtime_without_smoke_test_reports_it_and_does_not_fail(world):
     runtime = dataclasses.replace(world["runtimes"][world["names"]["a"]], smoke=None)
-    check = verify.check_invoke(runtime, f"{runtime.name}:local")
+    check = checks.check_invoke(runtime, f"{runtime.name}:local")
     assert (check.status, check.summary) == (NO_SMOKE, f"the catalog has no smoke: entry for {runtime.name}")
     assert not check.failed
 
 
 def test_missing_image_fails_every_engine_check_naming_the_build_task(world):
     runtime = world["runtimes"][world["names"]["a"]]
-    result = verify.verify_runtime(world["out"], runtime, image=f"{runtime.name}-gone:local")
+    result = checks.verify_runtime(world["out"], runtime, image=f"{runtime.name}-gone:local")
     x86 = result.architectures[0]
     assert [c.status for c in x86.checks] == [PASS, PASS, FAIL, FAIL, FAIL]
     assert x86.check("config").summary == f"image {runtime.name}-gone:local not found: run doit build:{runtime.name}"

@@ -362,18 +362,17 @@ def verify_runtime(out: Path, catalog, runtime: Runtime):
 
     The summary reports and the table are written once, after the run (`verify_report`).
     """
-    from lambdaimages.verify import checks as verify
-    from lambdaimages.verify import reports
+    from lambdaimages.verify import checks, inputs, reports
 
     _missing_images(out, runtime)
-    inputs = verify.inputs(out, runtime)
-    result = verify.verify_runtime(out, runtime)
-    reports.record(out, result, inputs)
+    made_from = inputs.gather(out, runtime)
+    result = checks.verify_runtime(out, runtime)
+    reports.record(out, result, made_from)
     output.say("\n".join(reports.describe(result)))
     output.count("verified", runtimes=1)
     if result.failed:
         return TaskFailed(result.failure_message())
-    return {"inputs": inputs}
+    return {"inputs": made_from}
 
 
 def _missing_images(out: Path, runtime: Runtime) -> None:
@@ -397,13 +396,13 @@ def _missing_images(out: Path, runtime: Runtime) -> None:
 
 def verification_current(out: Path, runtime: Runtime):
     """doit uptodate check: same image and snapshot as the last successful verification."""
-    from lambdaimages.verify import checks as verify
+    from lambdaimages.verify import inputs
 
     def check(task, values) -> bool:
         if "inputs" not in values:
             return False
         try:
-            return values["inputs"] == verify.inputs(out, runtime)
+            return values["inputs"] == inputs.gather(out, runtime)
         except (OSError, ProjectError):
             return False
 

@@ -22,6 +22,7 @@ from lambdaimages.image.archive import docker_archive
 from lambdaimages.state import Layer, State
 from lambdaimages.verify import checks
 from lambdaimages.verify.chain import follow
+from lambdaimages.verify.results import CHECKS, FAIL, PASS, SKIPPED, ArchResult, Check, RuntimeResult
 
 TAG_PREFIX = "lambdaimages-branch"
 
@@ -66,7 +67,7 @@ def anchors(clone: Path) -> Anchors:
     return Anchors(runtime, reference, from_commit)
 
 
-def verify_clone(clone: Path, manifest: str | None = None) -> tuple[checks.RuntimeResult, Anchors]:
+def verify_clone(clone: Path, manifest: str | None = None) -> tuple[RuntimeResult, Anchors]:
     """Check a clone of a published branch; the result (as `doit verify` shows it) and what the branch names.
 
     Args:
@@ -89,16 +90,16 @@ def verify_clone(clone: Path, manifest: str | None = None) -> tuple[checks.Runti
         out = Path(tmp)  # `<out>/<rt>` is the clone, as check_tarballs expects a snapshot
         (out / found.runtime).symlink_to(clone, target_is_directory=True)
         results = [_verify_arch(out, runtime, arch, digest, found, native) for arch, digest in found.manifests.items()]
-    return checks.RuntimeResult(found.runtime, tuple(results)), found
+    return RuntimeResult(found.runtime, tuple(results)), found
 
 
-def _verify_arch(out: Path, runtime: Runtime, arch: str, digest: str, found: Anchors, native: str) -> checks.ArchResult:
+def _verify_arch(out: Path, runtime: Runtime, arch: str, digest: str, found: Anchors, native: str) -> ArchResult:
     folder = layout.arch_dir(out, runtime.name, arch)
     chain = follow(folder, digest, f"{arch}/")
     if chain.config is None:
-        failed = checks.Check("identity", checks.FAIL, chain.problems[0], tuple(chain.problems))
-        skipped = [checks.Check(n, checks.SKIPPED, "upstream's config is not in the clone") for n in checks.CHECKS]
-        return checks.ArchResult(runtime.name, arch, (skipped[0], failed, *skipped[2:]))
+        failed = Check("identity", FAIL, chain.problems[0], tuple(chain.problems))
+        skipped = [Check(n, SKIPPED, "upstream's config is not in the clone") for n in CHECKS]
+        return ArchResult(runtime.name, arch, (skipped[0], failed, *skipped[2:]))
     state = State(
         runtime=runtime.name,
         architecture=arch,
@@ -113,27 +114,27 @@ def _verify_arch(out: Path, runtime: Runtime, arch: str, digest: str, found: Anc
     tarballs, upstream_tree, tree_error = checks.check_tarballs(out, runtime, arch, state, tree=arch == native)
     problems = list(chain.problems)
     loaded = None
-    if tarballs.status == checks.PASS:
+    if tarballs.status == PASS:
         loaded = _load(folder, runtime, state, problems)
     if problems:
-        identity = checks.Check("identity", checks.FAIL, problems[0], tuple(problems))
+        identity = Check("identity", FAIL, problems[0], tuple(problems))
     elif loaded is None:
-        identity = checks.Check("identity", checks.SKIPPED, "not loaded: the tarballs failed their check")
+        identity = Check("identity", SKIPPED, "not loaded: the tarballs failed their check")
     else:
-        identity = checks.Check("identity", checks.PASS, f"loaded image ID {loaded} = upstream's config digest")
+        identity = Check("identity", PASS, f"loaded image ID {loaded} = upstream's config digest")
     if arch != native:
-        rest = [checks.Check(n, checks.SKIPPED, f"the engine builds {native} only") for n in checks.CHECKS[2:]]
-        return checks.ArchResult(runtime.name, arch, (tarballs, identity, *rest))
+        rest = [Check(n, SKIPPED, f"the engine builds {native} only") for n in CHECKS[2:]]
+        return ArchResult(runtime.name, arch, (tarballs, identity, *rest))
     if upstream_tree is None:
         why = tree_error or "upstream's tree comes from the tarballs, which failed their check"
-        rest = [checks.Check(n, checks.SKIPPED, why) for n in checks.CHECKS[2:]]
-        return checks.ArchResult(runtime.name, arch, (tarballs, identity, *rest))
+        rest = [Check(n, SKIPPED, why) for n in CHECKS[2:]]
+        return ArchResult(runtime.name, arch, (tarballs, identity, *rest))
     tag = f"{TAG_PREFIX}/{runtime.name}:{arch}-build"
     try:
         image = engine.build(folder, f"Dockerfile.{runtime.name}", tag, label=f"{runtime.name} {arch}")
     except EngineError as exc:
-        failed = checks.Check("tree", checks.FAIL, f"the Dockerfile does not build: {exc}")
-        return checks.ArchResult(runtime.name, arch, (tarballs, identity, failed, *_skipped("no build")))
+        failed = Check("tree", FAIL, f"the Dockerfile does not build: {exc}")
+        return ArchResult(runtime.name, arch, (tarballs, identity, failed, *_skipped("no build")))
     try:
         tree = checks.check_tree(upstream_tree, image)
         config_problems, notes = checks.compare_config(state.config, engine.inspect_image(image) or {})
@@ -141,11 +142,11 @@ def _verify_arch(out: Path, runtime: Runtime, arch: str, digest: str, found: Anc
         _remove(tag)
     if config_problems:
         where = f"{arch}/Dockerfile.{runtime.name} builds another config: {config_problems[0]}"
-        config = checks.Check("config", checks.FAIL, where, tuple(config_problems))
+        config = Check("config", FAIL, where, tuple(config_problems))
     else:
-        config = checks.Check("config", checks.PASS, "equal to upstream's")
-    invoke = checks.Check("invoke", checks.SKIPPED, "a branch carries no smoke test")
-    return checks.ArchResult(runtime.name, arch, (tarballs, identity, tree, config, invoke), tuple(notes), tag, image)
+        config = Check("config", PASS, "equal to upstream's")
+    invoke = Check("invoke", SKIPPED, "a branch carries no smoke test")
+    return ArchResult(runtime.name, arch, (tarballs, identity, tree, config, invoke), tuple(notes), tag, image)
 
 
 def _load(folder: Path, runtime: Runtime, state: State, problems: list[str]) -> str | None:
@@ -165,8 +166,8 @@ def _load(folder: Path, runtime: Runtime, state: State, problems: list[str]) -> 
     return loaded
 
 
-def _skipped(why: str) -> list[checks.Check]:
-    return [checks.Check(n, checks.SKIPPED, why) for n in checks.CHECKS[3:]]
+def _skipped(why: str) -> list[Check]:
+    return [Check(n, SKIPPED, why) for n in CHECKS[3:]]
 
 
 def _remove(tag: str) -> None:

@@ -22,116 +22,37 @@ import dataclasses
 import hashlib
 import json
 import lzma
-import threading
 import time
-import uuid
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-
-import requests
 
 from lambdaimages import engine, layout, output
 from lambdaimages import state as states_on_disk
-from lambdaimages.catalog import Runtime, Smoke
+from lambdaimages.catalog import Runtime
 from lambdaimages.errors import EngineError
-from lambdaimages.snapshot import fingerprint
 from lambdaimages.state import State
 from lambdaimages.tools.dockerfile import Add, add_instructions
 from lambdaimages.tools.tree import CHUNK, Entry, diff_trees, layers_of_docker_save, merge_layers, open_tarball
-from lambdaimages.verify import emulation
+from lambdaimages.verify import containers, emulation
 from lambdaimages.verify.chain import follow
-from lambdaimages.verify.runtime_api import PREFIX, RuntimeAPIServer
+from lambdaimages.verify.results import (
+    CANNOT_RUN,
+    CHECKS,
+    FAIL,
+    NO_SMOKE,
+    PASS,
+    SKIPPED,
+    ArchResult,
+    Check,
+    RuntimeResult,
+)
+from lambdaimages.verify.runtime_api import RuntimeAPIServer
 
-VERSION = 2  # part of every verification's inputs: a change of what the checks prove reruns them all
-CHECKS = ("tarballs", "identity", "tree", "config", "invoke")
-PASS = "pass"
-FAIL = "FAIL"
-CANNOT_RUN = "cannot run"
-NO_SMOKE = "no smoke test"
-SKIPPED = "skipped"
-LABEL = "lambdaimages.verify"  # on every smoke-test container: its value is the runtime
 DETAILS = 20  # at most this many difference lines per check
-LOG_LINES = 15
 BODY_CHARS = 400
-EXIT_POLL = 0.25
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
-# What Lambda sets for every function, so that runtime clients that read them find them.
-FUNCTION_ENV = {
-    "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
-    "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-    "AWS_REGION": "us-east-1",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 CONFIG_KEYS = ("Entrypoint", "Cmd", "WorkingDir", "User", "Labels", "ExposedPorts", "Volumes", "StopSignal")
 _READ_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError)
-
-
-@dataclass(frozen=True)
-class Check:
-    """How one check ended: `status` is PASS, FAIL or why it did not apply; `summary` is one line."""
-
-    name: str
-    status: str
-    summary: str = ""
-    details: tuple[str, ...] = ()
-    seconds: float = 0.0
-
-    @property
-    def failed(self) -> bool:
-        return self.status == FAIL
-
-
-@dataclass(frozen=True)
-class ArchResult:
-    """The four checks of one runtime on one architecture; `notes` are information, never failures."""
-
-    runtime: str
-    arch: str
-    checks: tuple[Check, ...]
-    notes: tuple[str, ...] = ()
-    image: str | None = None
-    image_id: str | None = None
-
-    def check(self, name: str) -> Check:
-        return next(check for check in self.checks if check.name == name)
-
-    @property
-    def failures(self) -> list[Check]:
-        return [check for check in self.checks if check.failed]
-
-    @property
-    def seconds(self) -> float:
-        return sum(check.seconds for check in self.checks)
-
-
-@dataclass(frozen=True)
-class RuntimeResult:
-    runtime: str
-    architectures: tuple[ArchResult, ...]
-
-    @property
-    def failed(self) -> bool:
-        return any(result.failures for result in self.architectures)
-
-    def failure_message(self) -> str:
-        """One line naming every architecture and check that failed, with the first difference of each."""
-        parts = [f"{r.arch} {c.name}: {c.summary}" for r in self.architectures for c in r.failures]
-        return "; ".join(parts)
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> RuntimeResult:
-        archs = []
-        for arch in data["architectures"]:
-            checks = tuple(Check(**{**c, "details": tuple(c["details"])}) for c in arch["checks"])
-            archs.append(ArchResult(**{**arch, "checks": checks, "notes": tuple(arch["notes"])}))
-        return cls(data["runtime"], tuple(archs))
 
 
 def verify_runtime(out: Path, runtime: Runtime, image: str | None = None) -> RuntimeResult:
@@ -192,32 +113,11 @@ def _verify_arch(out: Path, runtime: Runtime, arch: str, image: str, emulated: b
     return ArchResult(runtime.name, arch, checks, tuple(notes), image, found["Id"])
 
 
-def check_identity(out: Path, runtime: Runtime, state: State) -> Check:
-    """Check 2: the chain from upstream's manifest digest to the config file, and `<rt>:<arch>`'s ID at its end."""
-    arch = state.architecture
-    chain = follow(layout.arch_dir(out, runtime.name, arch), state.manifest_digest, f"{arch}/")
-    problems = list(chain.problems)
-    if chain.config_digest is not None and chain.config_digest != state.config_digest:
-        problems.append(f"the manifest names config {chain.config_digest}, resolved upstream was {state.config_digest}")
-    if chain.config is not None and chain.diff_ids != [layer.diff_id for layer in state.layers]:
-        problems.append("the config file's diff_ids are not the layers resolved upstream")
-    tag = layout.loaded_tag(runtime.name, arch)
-    loaded = engine.image_id(tag)
-    if loaded is None:
-        problems.append(f"image {tag} not found: run doit build:{runtime.name}")
-    elif loaded != state.config_digest:
-        problems.append(f"{tag} has ID {loaded}, not upstream's config digest {state.config_digest}")
-    if problems:
-        return Check("identity", FAIL, problems[0] + _more(problems), tuple(problems[:DETAILS]))
-    short = state.config_digest.removeprefix("sha256:")[:12]
-    return Check("identity", PASS, f"{tag} ID {short} = upstream's config digest (manifest {state.manifest_digest})")
-
-
 def _more(problems: list[str]) -> str:
     return f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
 
 
-# -- 1. tarballs and Dockerfiles ----------------------------------------------------------------
+# -- 1. tarballs and Dockerfiles -----------------------------------------------------------------
 
 
 def check_tarballs(
@@ -369,11 +269,35 @@ class _LayerReader:
         self._done = True
 
 
-# -- 2. file tree --------------------------------------------------------------------------------
+# -- 2. identity ---------------------------------------------------------------------------------
+
+
+def check_identity(out: Path, runtime: Runtime, state: State) -> Check:
+    """Check 2: the chain from upstream's manifest digest to the config file, and `<rt>:<arch>`'s ID at its end."""
+    arch = state.architecture
+    chain = follow(layout.arch_dir(out, runtime.name, arch), state.manifest_digest, f"{arch}/")
+    problems = list(chain.problems)
+    if chain.config_digest is not None and chain.config_digest != state.config_digest:
+        problems.append(f"the manifest names config {chain.config_digest}, resolved upstream was {state.config_digest}")
+    if chain.config is not None and chain.diff_ids != [layer.diff_id for layer in state.layers]:
+        problems.append("the config file's diff_ids are not the layers resolved upstream")
+    tag = layout.loaded_tag(runtime.name, arch)
+    loaded = engine.image_id(tag)
+    if loaded is None:
+        problems.append(f"image {tag} not found: run doit build:{runtime.name}")
+    elif loaded != state.config_digest:
+        problems.append(f"{tag} has ID {loaded}, not upstream's config digest {state.config_digest}")
+    if problems:
+        return Check("identity", FAIL, problems[0] + _more(problems), tuple(problems[:DETAILS]))
+    short = state.config_digest.removeprefix("sha256:")[:12]
+    return Check("identity", PASS, f"{tag} ID {short} = upstream's config digest (manifest {state.manifest_digest})")
+
+
+# -- 3. file tree --------------------------------------------------------------------------------
 
 
 def check_tree(upstream: dict[str, Entry], image: str) -> Check:
-    """Check 2: the merged filesystem of `image` (an image ID or tag, read with `docker save`) equals `upstream`."""
+    """Check 3: the merged filesystem of `image` (an image ID or tag, read with `docker save`) equals `upstream`."""
     try:
         with layers_of_docker_save(engine.save_image(image, CHUNK)) as layers:
             built = merge_layers(layers)
@@ -389,7 +313,7 @@ def check_tree(upstream: dict[str, Entry], image: str) -> Check:
     return Check("tree", FAIL, f"{counted}, first: {lines[0]}", tuple(lines))
 
 
-# -- 3. config -----------------------------------------------------------------------------------
+# -- 4. config -----------------------------------------------------------------------------------
 
 
 def compare_config(upstream: dict, built: dict) -> tuple[list[str], list[str]]:
@@ -448,11 +372,11 @@ def _plain(key: str, value: object) -> object:
     return value
 
 
-# -- 4. invocation -------------------------------------------------------------------------------
+# -- 5. invocation -------------------------------------------------------------------------------
 
 
 def check_invoke(runtime: Runtime, image: str) -> Check:
-    """Check 4: run `image` as Lambda does against our Runtime API and send the smoke test's event.
+    """Check 5: run `image` as Lambda does against our Runtime API and send the smoke test's event.
 
     The container runs on network host with AWS_LAMBDA_RUNTIME_API set and the handler as the entrypoint's
     argument; smoke files are mounted read-only at /var/task (a `bootstrap` among them also at
@@ -464,11 +388,13 @@ def check_invoke(runtime: Runtime, image: str) -> Check:
         return Check("invoke", NO_SMOKE, f"the catalog has no smoke: entry for {runtime.name}")
     started = time.monotonic()
     try:
-        with RuntimeAPIServer() as api, _container(runtime, smoke, image, api.address) as container:
-            with _exit_reporter(container, api.address):
-                invocation = api.invoke(json.dumps(smoke.event).encode(), smoke.timeout, _function_name(runtime))
-            state = _state(container)
-            logs = _logs(container)
+        with RuntimeAPIServer() as api, containers.smoke_container(runtime, smoke, image, api.address) as container:
+            with containers.exit_reporter(container, api.address):
+                invocation = api.invoke(
+                    json.dumps(smoke.event).encode(), smoke.timeout, containers.function_name(runtime)
+                )
+            state = containers.describe_state(container)
+            logs = containers.log_lines(container)
     except EngineError as exc:
         return Check("invoke", FAIL, f"the engine could not run {image}: {exc}")
     seconds = time.monotonic() - started
@@ -505,122 +431,6 @@ def same_json(a: object, b: object) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _function_name(runtime: Runtime) -> str:
-    return f"{runtime.name.replace('.', '-')}-smoke"
-
-
-@contextmanager
-def _container(runtime: Runtime, smoke: Smoke, image: str, api_address: str) -> Iterator:
-    environment = {
-        **FUNCTION_ENV,
-        "AWS_LAMBDA_RUNTIME_API": api_address,
-        "AWS_LAMBDA_FUNCTION_NAME": _function_name(runtime),
-        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{_function_name(runtime)}",
-        "AWS_LAMBDA_LOG_STREAM_NAME": "verify",
-    }
-    volumes = {}
-    if smoke.files is not None:
-        volumes[smoke.files] = {"bind": "/var/task", "mode": "ro"}
-        bootstrap = Path(smoke.files) / "bootstrap"
-        if bootstrap.is_file():
-            volumes[str(bootstrap)] = {"bind": "/var/runtime/bootstrap", "mode": "ro"}
-    with engine.running_container(
-        image,
-        command=[smoke.handler],
-        environment=environment,
-        network_mode="host",
-        volumes=volumes,
-        labels={LABEL: runtime.name},
-        name=f"lambdaimages-verify-{runtime.name}-{uuid.uuid4().hex[:8]}",
-    ) as container:
-        yield container
-
-
-@contextmanager
-def _exit_reporter(container: engine.Container, api_address: str) -> Iterator[None]:
-    """While the block runs, report a container that exits as an init error, as Lambda reports Runtime.ExitError.
-
-    Without it an invocation of a runtime that died waits out its whole timeout.
-    """
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(EXIT_POLL):
-            try:
-                status, code = container.status()
-            except EngineError:
-                return
-            if status in ("exited", "dead"):
-                error = {"errorType": "Runtime.ExitError", "errorMessage": f"the container exited with code {code}"}
-                try:
-                    requests.post(
-                        f"http://{api_address}{PREFIX}/runtime/init/error",
-                        json=error,
-                        headers={"Lambda-Runtime-Function-Error-Type": "Runtime.ExitError"},
-                        timeout=10,
-                    )
-                except requests.RequestException:
-                    pass
-                return
-
-    watcher = threading.Thread(target=watch, name="verify-exit-watch", daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        done.set()
-        watcher.join()
-
-
-def _state(container: engine.Container) -> str:
-    try:
-        status, code = container.status()
-    except EngineError:
-        return "state unknown"
-    return f"exited with code {code}" if status == "exited" else status
-
-
-def _logs(container: engine.Container) -> tuple[str, ...]:
-    try:
-        text = container.logs(LOG_LINES)
-    except EngineError:
-        return ()
-    return tuple(f"log: {line}" for line in text.splitlines())
-
-
 def _cut(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= BODY_CHARS else text[:BODY_CHARS] + "…"
-
-
-# -- what a verification depends on --------------------------------------------------------------
-
-
-def inputs(out: Path, runtime: Runtime) -> dict:
-    """Everything a verification of `runtime` reads, condensed: when it changes, the verification reruns.
-
-    The image id of `<rt>:local` (if the engine builds one of its architectures) and of every `<rt>:<arch>`,
-    the snapshot (state files, documents, Dockerfiles, the identity of every tarball), the smoke test and its files.
-    """
-    native = engine.native_arch()
-    image_id = engine.image_id(layout.local_tag(runtime.name)) if native in runtime.architectures else None
-    loaded = {arch: engine.image_id(layout.loaded_tag(runtime.name, arch)) for arch in runtime.architectures}
-    return {
-        "version": VERSION,
-        "image_id": image_id,
-        "loaded": loaded,
-        "snapshot": fingerprint.snapshot_digest(out, runtime),
-        "smoke": _smoke_fingerprint(runtime.smoke),
-    }
-
-
-def _smoke_fingerprint(smoke: Smoke | None) -> str | None:
-    if smoke is None:
-        return None
-    digest = hashlib.sha256(json.dumps(dataclasses.asdict(smoke), sort_keys=True).encode())
-    if smoke.files is not None:
-        for path in sorted(Path(smoke.files).rglob("*")):
-            if path.is_file():
-                digest.update(f"{path.relative_to(smoke.files)} {path.stat().st_mode:o}".encode())
-                digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()

@@ -16,8 +16,8 @@ from lambdaimages import layout
 from lambdaimages.catalog import Catalog, Runtime
 from lambdaimages.errors import ProjectError
 from lambdaimages.tools.files import atomic_file
-from lambdaimages.verify import checks as verify
-from lambdaimages.verify.checks import CHECKS, FAIL, PASS, RuntimeResult
+from lambdaimages.verify import inputs, results
+from lambdaimages.verify.results import CHECKS, FAIL, PASS, RuntimeResult
 
 FORMAT = 1
 SUMMARY_JSON = "verify.json"
@@ -41,9 +41,9 @@ def result_path(out: Path, runtime: str) -> Path:
     return layout.reports_dir(out) / RESULTS / f"{runtime}.json"
 
 
-def record(out: Path, result: RuntimeResult, inputs: dict) -> None:
+def record(out: Path, result: RuntimeResult, made_from: dict) -> None:
     """Store a runtime's result with the inputs it was made from (atomically)."""
-    data = {"format": FORMAT, "verified_at": _now(), "inputs": inputs, "result": result.to_json()}
+    data = {"format": FORMAT, "verified_at": _now(), "inputs": made_from, "result": result.to_json()}
     with atomic_file(result_path(out, result.runtime)) as f:
         f.write((json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
 
@@ -62,7 +62,7 @@ def verdicts(out: Path, catalog: Catalog) -> list[Verdict]:
             found.append(Verdict(runtime, None, NOT_VERIFIED, f"unreadable result: run doit verify:{runtime.name}"))
             continue
         try:
-            current = data.get("inputs") == verify.inputs(out, runtime)
+            current = data.get("inputs") == inputs.gather(out, runtime)
         except ProjectError as exc:
             found.append(Verdict(runtime, None, NOT_VERIFIED, str(exc)))
             continue
@@ -116,11 +116,11 @@ def summary_json(found: list[Verdict]) -> dict:
     }
 
 
-def _without_checks(arch: verify.ArchResult) -> dict:
+def _without_checks(arch: results.ArchResult) -> dict:
     return {"arch": arch.arch, "image": arch.image, "image_id": arch.image_id, "notes": list(arch.notes)}
 
 
-def _check_json(check: verify.Check) -> dict:
+def _check_json(check: results.Check) -> dict:
     return {
         "name": check.name,
         "status": check.status,
