@@ -18,6 +18,7 @@ from lambdaimages.inventory import images as inventories
 from lambdaimages.inventory import report
 from lambdaimages.publish import branches
 from lambdaimages.snapshot import documents, export, fingerprint, render, resolve
+from lambdaimages.snapshot.view import SnapshotView
 
 
 class ProjectFailure(TaskFailed):
@@ -53,9 +54,10 @@ def one_line_errors(action):
 def resolve_runtime(out: Path, runtime: Runtime) -> dict:
     """Poll upstream for every architecture; state files change only when upstream moved."""
     client = resolve.client_for(runtime.registry)
+    snapshot = SnapshotView(out, runtime)
     states = []
     for arch in runtime.architectures:
-        state = resolve.resolve(runtime, arch, client, out, states_on_disk.read_or_none(out, runtime.name, arch))
+        state = resolve.resolve(runtime, arch, client, out, snapshot.state_or_none(arch))
         try:
             render.dockerfile_context(runtime, state)  # a config no Dockerfile can express stops here
         except RenderError as exc:
@@ -70,7 +72,8 @@ def resolve_runtime(out: Path, runtime: Runtime) -> dict:
 
 
 def state_files(out: Path, runtime: Runtime) -> list[str]:
-    return [str(layout.state_path(out, runtime.name, arch)) for arch in runtime.architectures]
+    snapshot = SnapshotView(out, runtime)
+    return [str(snapshot.state_path(arch)) for arch in runtime.architectures]
 
 
 # -- export --------------------------------------------------------------------------------
@@ -84,7 +87,7 @@ def export_settings(runtime: Runtime) -> dict:
 @one_line_errors
 def export_runtime(out: Path, runtime: Runtime) -> dict:
     client = resolve.client_for(runtime.registry)
-    states = {arch: states_on_disk.read(out, runtime.name, arch) for arch in runtime.architectures}
+    states = SnapshotView(out, runtime).states()
     loads = load.FromDownloads(out, runtime, states)
     try:
         # Every layer of every architecture into the cache first: a fault stops the export before the snapshot
@@ -130,7 +133,7 @@ def snapshot_unchanged(out: Path, runtime: Runtime):
 def inventory_runtime(out: Path, runtime: Runtime, argv: list[str]) -> dict:
     """Write each architecture's SBOM; its summary is shown when `inventory` is on the command line."""
     asked = any(word.split(":", 1)[0] == "inventory" for word in argv[1:])
-    states = [states_on_disk.read(out, runtime.name, arch) for arch in runtime.architectures]
+    states = list(SnapshotView(out, runtime).states().values())
     try:
         inventories.read_missing(out, runtime, states)  # layers export did not read (older snapshots), in parallel
     except OSError as exc:
@@ -149,7 +152,8 @@ def inventory_runtime(out: Path, runtime: Runtime, argv: list[str]) -> dict:
 
 
 def sbom_files(out: Path, runtime: Runtime) -> list[str]:
-    return [str(layout.sbom_path(out, runtime.name, arch)) for arch in runtime.architectures]
+    snapshot = SnapshotView(out, runtime)
+    return [str(snapshot.sbom(arch)) for arch in runtime.architectures]
 
 
 # -- render --------------------------------------------------------------------------------
@@ -162,7 +166,7 @@ def render_settings(runtime: Runtime) -> dict:
 
 @one_line_errors
 def render_runtime(out: Path, runtime: Runtime) -> dict:
-    states = {arch: states_on_disk.read(out, runtime.name, arch) for arch in runtime.architectures}
+    states = SnapshotView(out, runtime).states()
     for path in render.render(runtime, states, out):
         output.say(f"{runtime.name}: wrote {path}")
     return {}
