@@ -59,7 +59,9 @@ def push_samples(client: RegistryClient) -> None:
 
 
 def _port_free(port: int) -> bool:
+    # SO_REUSEADDR as the registry itself binds: a port left in TIME_WAIT by the last demo is free to it.
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
