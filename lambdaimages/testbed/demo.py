@@ -15,6 +15,7 @@ from lambdaimages.inventory import images as inventories
 from lambdaimages.registry.client import RegistryClient
 from lambdaimages.testbed import ROOT, doit_command, samples
 from lambdaimages.testbed.localregistry import LocalRegistry
+from lambdaimages.tools import files
 
 PREFERRED_PORT = 5123  # stable across demo runs, so a rerun finds everything up to date
 EVENT = {"hello": "world"}
@@ -78,7 +79,7 @@ def run(out: Path, tasks: tuple[str, ...] = TASKS) -> int:
         output.say(f"demo: local registry at {registry.url}", show=True)
         push_samples(RegistryClient(registry.url))
         catalog = out / "runtimes.yaml"
-        catalog.write_text(catalog_text(registry.url))
+        files.write_if_changed(catalog, catalog_text(registry.url).encode())  # a rerun leaves it untouched
         cmd = doit_command(catalog, out, *tasks)
         output.say(f"demo: {' '.join(cmd[2:])}", show=True)
         code = subprocess.run(cmd, cwd=ROOT).returncode
