@@ -6,6 +6,7 @@ files list every runtime of the catalog, a result whose inputs are no longer cur
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import xml.etree.ElementTree as ET
@@ -15,7 +16,7 @@ from pathlib import Path
 from lambdaimages import layout
 from lambdaimages.catalog import Catalog, Runtime
 from lambdaimages.errors import ProjectError
-from lambdaimages.tools.files import atomic_file
+from lambdaimages.tools.files import atomic_file, write_if_changed
 from lambdaimages.verify import inputs, results
 from lambdaimages.verify.results import CHECKS, FAIL, PASS, RuntimeResult
 
@@ -78,10 +79,11 @@ def write(out: Path, found: list[Verdict]) -> tuple[Path, Path]:
     """Write the JSON summary and the JUnit XML of `found` into `<out>/.reports/`; their paths."""
     folder = layout.reports_dir(out)
     summary, junit = folder / SUMMARY_JSON, folder / JUNIT_XML
-    with atomic_file(summary) as f:
-        f.write((json.dumps(summary_json(found), indent=2, ensure_ascii=False) + "\n").encode())
-    with atomic_file(junit) as f:
-        ET.ElementTree(junit_xml(found)).write(f, encoding="utf-8", xml_declaration=True)
+    # Only when changed: an up-to-date rerun rewrites no report.
+    write_if_changed(summary, (json.dumps(summary_json(found), indent=2, ensure_ascii=False) + "\n").encode())
+    xml = io.BytesIO()
+    ET.ElementTree(junit_xml(found)).write(xml, encoding="utf-8", xml_declaration=True)
+    write_if_changed(junit, xml.getvalue())
     return summary, junit
 
 
