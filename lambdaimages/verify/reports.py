@@ -80,7 +80,14 @@ def write(out: Path, found: list[Verdict]) -> tuple[Path, Path]:
     folder = layout.reports_dir(out)
     summary, junit = folder / SUMMARY_JSON, folder / JUNIT_XML
     # Only when changed: an up-to-date rerun rewrites no report.
-    write_if_changed(summary, (json.dumps(summary_json(found), indent=2, ensure_ascii=False) + "\n").encode())
+    data = summary_json(found)
+    try:  # the same verdicts as the file already says: keep its generated_at, so nothing changes
+        kept = json.loads(summary.read_text())
+        if {**kept, "generated_at": data["generated_at"]} == data:
+            data["generated_at"] = kept["generated_at"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    write_if_changed(summary, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
     xml = io.BytesIO()
     ET.ElementTree(junit_xml(found)).write(xml, encoding="utf-8", xml_declaration=True)
     write_if_changed(junit, xml.getvalue())
