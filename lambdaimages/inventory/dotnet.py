@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 
-from lambdaimages.inventory.facts import Package
+from lambdaimages.inventory.facts import Found, Package, json_object
 
 LIBRARY_TYPES = ("package", "project")  # not "referenceassembly" and the like: no code of their own
 # A shared framework is a directory named by its version: <dotnet root>/shared/<framework>/<version>/.
@@ -14,18 +13,13 @@ FRAMEWORK = re.compile(r"^((?:.*/)?shared/(Microsoft\.NETCore\.App|Microsoft\.As
 # The CPE vendor:product scanners match each framework's CVEs by.
 FRAMEWORK_CPES = {"Microsoft.NETCore.App": "microsoft:.net", "Microsoft.AspNetCore.App": "microsoft:asp.net_core"}
 
-Found = tuple[list[Package], list[str]]
-
 
 def deps_packages(path: str, data: bytes) -> Found:
     """The NuGet packages and projects of a `*.deps.json` file, from its runtime target (`runtimeTarget.name`;
     a file naming none counts when it has only one target)."""
-    try:
-        document = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        return [], [f"not JSON: {error}"]
-    if not isinstance(document, dict):
-        return [], ["not a JSON object"]
+    document, notes = json_object(data)
+    if document is None:
+        return [], notes
     targets = document.get("targets") if isinstance(document.get("targets"), dict) else {}
     libraries = document.get("libraries") if isinstance(document.get("libraries"), dict) else {}
     runtime = document.get("runtimeTarget")

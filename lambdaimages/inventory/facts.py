@@ -59,6 +59,20 @@ class Entry(NamedTuple):
     link: str = ""
 
 
+Found = tuple[list[Package], list[str]]  # what a file reader gives: packages, notes
+
+
+def json_object(data: bytes) -> tuple[dict | None, list[str]]:
+    """A JSON file's top-level object, or None and the note an inventory records for a file that is not one."""
+    try:
+        document = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return None, [f"not JSON: {error}"]
+    if not isinstance(document, dict):
+        return None, ["not a JSON object"]
+    return document, []
+
+
 @dataclass
 class LayerFacts:
     """What an inventory needs of one layer, so that an image's inventory is merged without reading tars again.

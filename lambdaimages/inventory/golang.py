@@ -6,7 +6,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from lambdaimages.inventory.facts import Package
+from lambdaimages.inventory.facts import Found, Package
 
 ELF_MAGIC = b"\x7fELF"
 MAGIC = b"\xff Go buildinf:"  # then pointer size and flags: 16 bytes, then 16 more, then the strings
@@ -19,8 +19,6 @@ BLOB_LIMIT = 1 << 20  # the build info blob read from its magic on (Go's own rea
 FRAME = 16
 PT_LOAD, PF_X, PF_W = 1, 1, 2
 _VERSION = re.compile(r"^go([0-9]+(?:\.[0-9]+)*(?:(?:rc|beta)[0-9]+)?)")
-
-Found = tuple[list[Package], list[str]]
 
 
 @dataclass(frozen=True)

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import email.parser
-import json
 import posixpath
 import re
 import zipfile
 from email.message import Message
 from typing import BinaryIO
 
-from lambdaimages.inventory.facts import Package
+from lambdaimages.inventory.facts import Found, Package, json_object
 
 NPM_PACKAGE = re.compile(r"(?:^|/)node_modules/(?:@[^/]+/)?[^/@][^/]*/package\.json$")
 GEMSPEC = re.compile(r"(?:^|/)specifications/(?:default/)?[^/]+\.gemspec$")
 POM_PROPERTIES = re.compile(r"^META-INF/maven/[^/]+/[^/]+/pom\.properties$")
 PROPERTIES_LIMIT = 64 << 10
 MAX_POMS = 1000  # per jar
-
-Found = tuple[list[Package], list[str]]  # packages, notes
 
 
 def is_python_metadata(path: str) -> bool:
@@ -62,12 +59,9 @@ def _python_license(fields: Message) -> str:
 
 def npm_package(path: str, data: bytes) -> Found:
     """The package a `node_modules/<name>/package.json` describes; name and version as npm reads them."""
-    try:
-        manifest = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        return [], [f"not JSON: {error}"]
-    if not isinstance(manifest, dict):
-        return [], ["not a JSON object"]
+    manifest, notes = json_object(data)
+    if manifest is None:
+        return [], notes
     directory = posixpath.dirname(path)
     parent, base = posixpath.split(directory)
     fallback = f"{posixpath.basename(parent)}/{base}" if base and posixpath.basename(parent).startswith("@") else base

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from lambdaimages.inventory import dotnet, dpkg, golang, languages, rpmdb
-from lambdaimages.inventory.facts import Entry, LayerFacts
+from lambdaimages.inventory.facts import Entry, Found, LayerFacts
 from lambdaimages.inventory.versions import TEXT_FILES
 from lambdaimages.tools.layers import WHITEOUT, member_role, normalize_path
 
@@ -128,7 +128,7 @@ class ContentReader(Protocol):
     def feed(self, data: memoryview) -> bool:
         """The next bytes; False once the reader wants no more of the file."""
 
-    def finish(self, path: str) -> languages.Found:
+    def finish(self, path: str) -> Found:
         """The packages and notes of the whole file (called only when the file was complete)."""
 
 
@@ -384,7 +384,7 @@ class LayerScanner:
             self._facts.note(path, message)
 
 
-def _dpkg(path: str, data: bytes) -> languages.Found:
+def _dpkg(path: str, data: bytes) -> Found:
     return dpkg.status_packages(data.decode("utf-8", "replace"), path), []
 
 
