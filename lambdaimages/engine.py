@@ -14,12 +14,30 @@ import docker.errors
 import requests
 
 from lambdaimages import output, platforms
-from lambdaimages.errors import EngineError
+from lambdaimages.errors import EngineError, label
 
 _client: docker.DockerClient | None = None
 _STEP = re.compile(r"Step (\d+)/(\d+) :")
 # What the SDK raises when the engine refuses a call or the connection to it fails.
 _FAULTS = (docker.errors.APIError, requests.RequestException)
+
+
+@contextmanager
+def _faults(doing: str = "", *, first_line: bool = False, **about: str) -> Iterator[None]:
+    """The one place a fault of the engine becomes an EngineError (docker-py's own single translation point is
+    `errors.create_api_error_from_http_exception`): `<doing>: <the SDK's words>`, or the words alone, with the
+    error's context (runtime, arch, where) as data; the SDK's exception stays its cause, for the log.
+
+    Args:
+        doing: what the call was doing (`cannot inspect IMAGE on ENGINE`); empty: the SDK's words alone.
+        first_line: keep only the first line of the SDK's words (a build's or run's can be a page long).
+        about: the runtime, arch and where of the EngineError (see ProjectError).
+    """
+    try:
+        yield
+    except _FAULTS as exc:
+        words = _first_line(exc) if first_line else str(exc)
+        raise EngineError(f"{doing}: {words}" if doing else words, **about) from exc
 
 
 def engine_name() -> str:
@@ -37,7 +55,7 @@ def client() -> docker.DockerClient:
             reason = str(exc).splitlines()[0][:200]
             raise EngineError(
                 f"Docker engine at {engine_name()} does not answer ({reason}); is dockerd running?"
-            ) from None
+            ) from exc
         _client = candidate
     return _client
 
@@ -50,12 +68,11 @@ def native_arch() -> str:
 
 def inspect_image(ref: str) -> dict | None:
     """The engine's inspect record of an image (`docker image inspect`), or None when it has no such image."""
-    try:
-        return client().images.get(ref).attrs
-    except docker.errors.ImageNotFound:
-        return None
-    except _FAULTS as exc:
-        raise EngineError(f"cannot inspect {ref} on {engine_name()}: {exc}") from None
+    with _faults(f"cannot inspect {ref} on {engine_name()}"):
+        try:
+            return client().images.get(ref).attrs
+        except docker.errors.ImageNotFound:  # an APIError too: caught before _faults sees it
+            return None
 
 
 def image_id(ref: str) -> str | None:
@@ -66,26 +83,25 @@ def image_id(ref: str) -> str | None:
 
 def save_image(image: str, chunk_size: int) -> Iterator[bytes]:
     """`docker save IMAGE` as a stream of chunks; a fault while streaming is an EngineError with the engine's words."""
-    try:
+    with _faults():
         yield from client().images.get(image).save(chunk_size=chunk_size)
-    except _FAULTS as exc:
-        raise EngineError(str(exc)) from None
 
 
-def load(chunks: Iterator[bytes], label: str) -> list[str]:
-    """`docker load` of a docker-archive streamed from `chunks`; the names (tags or IDs) of the images it loaded."""
+def load(chunks: Iterator[bytes], **about: str) -> list[str]:
+    """`docker load` of a docker-archive streamed from `chunks`; the names (tags or IDs) of the images it loaded.
+
+    `about` (runtime, arch, where) names the image in an EngineError.
+    """
     loaded = []
-    try:
+    with _faults(f"docker load on {engine_name()} failed", first_line=True, **about):
         for message in client().api.load_image(chunks):
             if "error" in message:
                 detail = (message.get("errorDetail") or {}).get("message") or message["error"]
-                raise EngineError(f"{label}: docker load failed: {detail.strip()}")
+                raise EngineError(f"docker load failed: {detail.strip()}", **about)
             text = (message.get("stream") or "").strip()
             for prefix in ("Loaded image: ", "Loaded image ID: "):
                 if text.startswith(prefix):
                     loaded.append(text.removeprefix(prefix))
-    except _FAULTS as exc:
-        raise EngineError(f"{label}: docker load on {engine_name()} failed: {_first_line(exc)}") from None
     return loaded
 
 
@@ -93,10 +109,8 @@ def remove_image(tag: str) -> bool:
     """Untag (and, when it was the last tag, remove) an image; False when there was none."""
     if image_id(tag) is None:
         return False
-    try:
+    with _faults(f"cannot remove {tag} on {engine_name()}"):
         client().images.remove(tag)
-    except _FAULTS as exc:
-        raise EngineError(f"cannot remove {tag} on {engine_name()}: {exc}") from None
     return True
 
 
@@ -108,38 +122,28 @@ class Container:
 
     def status(self) -> tuple[str, int | None]:
         """The container's status now (running, exited, dead...) and its exit code."""
-        try:
+        with _faults(f"cannot inspect container {self._container.name}"):
             self._container.reload()
-        except _FAULTS as exc:
-            raise EngineError(f"cannot inspect container {self._container.name}: {exc}") from None
         return self._container.status, self._container.attrs.get("State", {}).get("ExitCode")
 
     def logs(self, tail: int) -> str:
-        try:
+        with _faults(f"cannot read the logs of {self._container.name}"):
             return self._container.logs(stdout=True, stderr=True, tail=tail).decode("utf-8", "replace")
-        except _FAULTS as exc:
-            raise EngineError(f"cannot read the logs of {self._container.name}: {exc}") from None
 
 
 @contextmanager
 def running_container(image: str, **options) -> Iterator[Container]:
     """A container of `image` created with docker-py's `containers.create` options and started; removed however
     the block ends. A fault of the engine is an EngineError naming its first line."""
-    try:
+    with _faults(first_line=True):
         container = client().containers.create(image, **options)
-    except _FAULTS as exc:
-        raise EngineError(_first_line(exc)) from None
     try:
-        try:
+        with _faults(first_line=True):
             container.start()
-        except _FAULTS as exc:
-            raise EngineError(_first_line(exc)) from None
         yield Container(container)
     finally:
-        try:
+        with _faults(first_line=True):
             container.remove(force=True)
-        except _FAULTS as exc:
-            raise EngineError(_first_line(exc)) from None
 
 
 def run_to_exit(image: str, timeout: float, **options) -> int:
@@ -149,10 +153,8 @@ def run_to_exit(image: str, timeout: float, **options) -> int:
         EngineError: the engine could not start it (e.g. `exec format error`) or it outlived `timeout`.
     """
     with running_container(image, **options) as container:
-        try:
+        with _faults(first_line=True):
             result = container._container.wait(timeout=timeout)
-        except _FAULTS as exc:
-            raise EngineError(_first_line(exc)) from None
     return int(result.get("StatusCode", -1))
 
 
@@ -160,12 +162,16 @@ def _first_line(exc: Exception) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
-def build(context: Path, dockerfile: str, tag: str, label: str) -> str:
-    """`docker build -t TAG -f DOCKERFILE CONTEXT` with the legacy builder, output streamed; the image id."""
+def build(context: Path, dockerfile: str, tag: str, **about: str) -> str:
+    """`docker build -t TAG -f DOCKERFILE CONTEXT` with the legacy builder, output streamed; the image id.
+
+    `about` (runtime, arch, where) names the image in its output lines and in an EngineError.
+    """
     api = client().api
     image = None
     pending = ""
-    try:
+    name = label(**about)
+    with _faults(f"docker build on {engine_name()} failed", **about):
         stream = api.build(
             path=str(context), dockerfile=dockerfile, tag=tag, rm=True, forcerm=True, pull=False, decode=True
         )
@@ -173,19 +179,17 @@ def build(context: Path, dockerfile: str, tag: str, label: str) -> str:
             output.check()  # Ctrl-C: the engine stops the build when the stream closes
             if "error" in message:
                 detail = (message.get("errorDetail") or {}).get("message") or message["error"]
-                raise EngineError(f"{label}: docker build failed: {detail.strip()}")
+                raise EngineError(f"docker build failed: {detail.strip()}", **about)
             pending += message.get("stream") or ""
             *lines, pending = pending.split("\n")
             for line in lines:
                 if line.strip() and not line.startswith((" ---> Running in", "Removing intermediate")):
-                    output.say(f"{label}: {line.rstrip()}", status=True)
+                    output.say(f"{name}: {line.rstrip()}", status=True)
                     if step := _STEP.match(line):
                         output.progress(int(step[1]) / int(step[2]), f"step {step[1]}/{step[2]}")
             aux = message.get("aux") or {}
             image = aux.get("ID", image)
-    except _FAULTS as exc:
-        raise EngineError(f"{label}: docker build on {engine_name()} failed: {exc}") from None
     found = image_id(tag)
     if found is None or (image is not None and found != image):
-        raise EngineError(f"{label}: the build finished but {tag} is not the image it built")
+        raise EngineError(f"the build finished but {tag} is not the image it built", **about)
     return found

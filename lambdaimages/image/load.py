@@ -43,11 +43,13 @@ def load(out: Path, runtime: Runtime, arch: str) -> str:
     state = SnapshotView(out, runtime).state(arch)
     config, tarballs = archive_files(out, runtime, state)
     tag = layout.loaded_tag(runtime.name, arch)
-    engine.load(docker_archive(config.read_bytes(), config.name, tarballs, [tag]), label=f"{runtime.name} {arch}")
+    engine.load(docker_archive(config.read_bytes(), config.name, tarballs, [tag]), runtime=runtime.name, arch=arch)
     found = engine.image_id(tag)
     if found != state.config_digest:
         raise EngineError(
-            f"{runtime.name} {arch}: loaded {tag} has ID {found}, not upstream's config digest {state.config_digest}"
+            f"loaded {tag} has ID {found}, not upstream's config digest {state.config_digest}",
+            runtime=runtime.name,
+            arch=arch,
         )
     return found
 
@@ -111,7 +113,7 @@ class StreamedLoad:
             raise self.error
         found = engine.image_id(tag)
         if found != self.state.config_digest:
-            raise EngineError(f"{self.runtime.name} {self.state.architecture}: loaded {tag} has ID {found}")
+            raise EngineError(f"loaded {tag} has ID {found}", runtime=self.runtime.name, arch=self.state.architecture)
         return found
 
     def abort(self) -> None:
@@ -139,13 +141,16 @@ class StreamedLoad:
             yield item
 
     def _run(self) -> None:
-        label = f"{self.runtime.name} {self.state.architecture}"
+        about = {"runtime": self.runtime.name, "arch": self.state.architecture}
         try:
-            engine.load(self._chunks(), label=label)
+            engine.load(self._chunks(), **about)
         except _Aborted:
             pass
-        except BaseException as exc:  # reported by finish, on the task's thread; writers' items are dropped
-            self.error = exc if isinstance(exc, EngineError) else EngineError(f"{label}: docker load failed: {exc}")
+        except EngineError as exc:  # reported by finish, on the task's thread; writers' items are dropped
+            self.error = exc
+        except BaseException as exc:
+            self.error = EngineError(f"docker load failed: {exc}", **about)
+            self.error.__cause__ = exc  # raised by finish on another thread: the cause for the log
 
 
 class _Aborted(Exception):

@@ -208,7 +208,7 @@ def build_runtime(out: Path, runtime: Runtime) -> dict:
         output.say(f"{runtime.name}: no {native} image in the catalog; nothing to build")
         return {"inputs": None, "image_id": None}
     context, dockerfile, arch = plan
-    image = engine.build(context, dockerfile, layout.local_tag(runtime.name), label=f"{runtime.name}")
+    image = engine.build(context, dockerfile, layout.local_tag(runtime.name), runtime=runtime.name)
     output.say(f"{runtime.name}: built {layout.local_tag(runtime.name)} ({arch}) {image}")
     output.count("built", images=1)
     return {"inputs": build_inputs(out, runtime), "image_id": image}
@@ -389,7 +389,7 @@ def _missing_images(out: Path, runtime: Runtime) -> None:
         if plan is not None and engine.image_id(layout.local_tag(runtime.name)) is None:
             context, dockerfile, _ = plan
             if (context / dockerfile).is_file():
-                engine.build(context, dockerfile, layout.local_tag(runtime.name), label=runtime.name)
+                engine.build(context, dockerfile, layout.local_tag(runtime.name), runtime=runtime.name)
         for arch in runtime.architectures:
             if engine.image_id(layout.loaded_tag(runtime.name, arch)) is None:
                 if states_on_disk.read_or_none(out, runtime.name, arch) is not None:

@@ -131,7 +131,7 @@ def _verify_arch(out: Path, runtime: Runtime, arch: str, digest: str, found: Anc
         return ArchResult(runtime.name, arch, (tarballs, identity, *rest))
     tag = f"{TAG_PREFIX}/{runtime.name}:{arch}-build"
     try:
-        image = engine.build(folder, f"Dockerfile.{runtime.name}", tag, label=f"{runtime.name} {arch}")
+        image = engine.build(folder, f"Dockerfile.{runtime.name}", tag, runtime=runtime.name, arch=arch)
     except EngineError as exc:
         failed = Check("tree", FAIL, f"the Dockerfile does not build: {exc}")
         return ArchResult(runtime.name, arch, (tarballs, identity, failed, *_skipped("no build")))
@@ -154,7 +154,7 @@ def _load(folder: Path, runtime: Runtime, state: State, problems: list[str]) -> 
     tarballs = [folder / layer.tarball(runtime.extension) for layer in state.layers]
     tag = f"{TAG_PREFIX}/{runtime.name}:{state.architecture}"
     try:
-        engine.load(docker_archive(config.read_bytes(), config.name, tarballs, [tag]), label=runtime.name)
+        engine.load(docker_archive(config.read_bytes(), config.name, tarballs, [tag]), runtime=runtime.name)
         loaded = engine.image_id(tag)
     except (EngineError, OSError) as exc:
         problems.append(f"{state.architecture}: the engine did not load the clone's files: {exc}")

@@ -50,7 +50,7 @@ def cannot_run(arch: str) -> str | None:
         layer.write_bytes(_layer(exit_program(arch)))
         config = _config(arch, layer.read_bytes())
         try:
-            engine.load(docker_archive(config, "config.json", [layer], [tag]), label=f"{arch} probe")
+            engine.load(docker_archive(config, "config.json", [layer], [tag]), arch=arch, where="probe")
             code = engine.run_to_exit(tag, TIMEOUT, network_mode="none")
         except EngineError as exc:
             return f"the engine cannot run {arch} programs ({exc}); on x86_64 install qemu-user-static"
