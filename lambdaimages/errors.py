@@ -92,3 +92,13 @@ class OutputError(ProjectError):
 
 class PublishError(ProjectError):
     """A branch cannot be committed or pushed: no repository set, or git / git-lfs failed."""
+
+
+class BranchError(ProjectError):
+    """A clone is not a published branch: no snapshot commit, or its commit, README and the manifest asked for
+    disagree."""
+
+
+class UsageError(ProjectError):
+    """A task was asked for something it cannot do as given: a missing or malformed command-line variable
+    (`to=`, `clone=`) or push target."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lambdaimages.catalog import Runtime
-from lambdaimages.errors import ProjectError
+from lambdaimages.errors import UsageError
 from lambdaimages.registry.client import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, RegistryClient
 from lambdaimages.snapshot import documents
 from lambdaimages.snapshot.cache import LayerCache
@@ -57,7 +57,7 @@ def parse_target(text: str, runtime: Runtime, *, mirror: bool = False) -> Target
     `PREFIX/<upstream repository>:<upstream tag>`, one per runtime.
 
     Raises:
-        ProjectError: not of that form.
+        UsageError: not of that form.
     """
     scheme = "http://" if text.startswith("http://") else ""
     rest = text.removeprefix("http://").removeprefix("https://").rstrip("/")
@@ -65,11 +65,11 @@ def parse_target(text: str, runtime: Runtime, *, mirror: bool = False) -> Target
     upstream_tag = runtime.reference if not runtime.reference.startswith("sha256:") else "latest"
     if mirror:
         if not host:
-            raise ProjectError(f"push target {text!r}: expected HOST[:PORT][/PREFIX]", runtime=runtime.name)
+            raise UsageError(f"push target {text!r}: expected HOST[:PORT][/PREFIX]", runtime=runtime.name)
         repository = f"{path}/{runtime.repository}" if path else runtime.repository
         return Target(scheme + host, repository, upstream_tag)
     if not host or not path:
-        raise ProjectError(f"push target {text!r}: expected HOST[:PORT]/REPOSITORY[:TAG]", runtime=runtime.name)
+        raise UsageError(f"push target {text!r}: expected HOST[:PORT]/REPOSITORY[:TAG]", runtime=runtime.name)
     repository, _, tag = path.rpartition(":") if ":" in path.rsplit("/", 1)[-1] else (path, "", "")
     return Target(scheme + host, repository, tag or upstream_tag)
 

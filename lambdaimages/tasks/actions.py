@@ -12,7 +12,7 @@ from doit.exceptions import TaskFailed
 from lambdaimages import engine, layout, output
 from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
-from lambdaimages.errors import EngineError, OutputError, ProjectError, PublishError, RenderError
+from lambdaimages.errors import EngineError, OutputError, ProjectError, PublishError, RenderError, UsageError
 from lambdaimages.image import load, push
 from lambdaimages.inventory import images as inventories
 from lambdaimages.inventory import report
@@ -264,11 +264,11 @@ def push_target(to: str | None, catalog, runtime: Runtime, argv: list[str]):
     """Where `doit push:<rt>` pushes: `to=` (one image, so one runtime per run), else the catalog's mirror."""
     if to:
         if any(word == "push" for word in argv[1:]):
-            raise ProjectError(f"to={to} names one image: push one runtime with it (`doit push:<rt> to=...`)")
+            raise UsageError(f"to={to} names one image: push one runtime with it (`doit push:<rt> to=...`)")
         return push.parse_target(to, runtime)
     if catalog.push_to:
         return push.parse_target(catalog.push_to, runtime, mirror=True)
-    raise ProjectError(
+    raise UsageError(
         f"{runtime.name}: where to? `doit push:{runtime.name} to=HOST[:PORT]/REPO[:TAG]`, "
         "or `push: {to: HOST[:PORT][/PREFIX]}` in the catalog"
     )
@@ -441,7 +441,7 @@ def verify_branch(clone: str | None, manifest: str | None):
     from lambdaimages.verify import branch, reports
 
     if not clone:
-        raise ProjectError("which clone? `doit verify_branch clone=PATH [manifest=sha256:...]`")
+        raise UsageError("which clone? `doit verify_branch clone=PATH [manifest=sha256:...]`")
     result, named = branch.verify_clone(Path(clone), manifest)
     output.say("\n".join(reports.describe(result)), show=True)
     if result.failed:

@@ -28,6 +28,10 @@ RUNTIMES = {
 TASKS = ("snapshot", "build", "verify")
 
 
+class DemoFailed(ProjectError):
+    """The demo's inner doit run failed; that run has already shown which task failed and why."""
+
+
 def catalog_text(registry_url: str) -> str:
     lines = [
         "# Written by `doit demo`: sample images on a local registry.",
@@ -91,7 +95,7 @@ def run_task(out: Path) -> None:
     """`doit demo`'s action: the demo run; a failed inner doit run is a one-line failure."""
     code = run(out)
     if code != 0:
-        raise ProjectError(f"the demo's doit run failed (exit {code}); see above")
+        raise DemoFailed(f"the demo's doit run failed (exit {code}); see above")
 
 
 def summary(out: Path) -> str:

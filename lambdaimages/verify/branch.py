@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lambdaimages import engine, layout
 from lambdaimages.catalog import Runtime
-from lambdaimages.errors import EngineError, ProjectError
+from lambdaimages.errors import BranchError, EngineError
 from lambdaimages.image.archive import docker_archive
 from lambdaimages.state import Layer, State
 from lambdaimages.verify import checks
@@ -40,17 +40,17 @@ def anchors(clone: Path) -> Anchors:
     """The runtime and manifest digests named by the clone's last commit message, checked against its README.
 
     Raises:
-        ProjectError: not a published branch, or README and commit disagree.
+        BranchError: not a published branch, or README and commit disagree.
     """
     try:
         message = subprocess.run(
             ["git", "-C", str(clone), "log", "-1", "--format=%B"], capture_output=True, text=True, check=True
         ).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
-        raise ProjectError(f"{clone}: not a git clone of a published branch ({exc})") from None
+        raise BranchError(f"{clone}: not a git clone of a published branch ({exc})") from None
     first = re.match(r"Update source for (\S+) image", message)
     if first is None:
-        raise ProjectError(f"{clone}: the last commit is not a published snapshot (`Update source for <rt> image`)")
+        raise BranchError(f"{clone}: the last commit is not a published snapshot (`Update source for <rt> image`)")
     runtime = first[1]
     reference = (re.search(r"^Upstream: (\S+)$", message, re.M) or [None, "?"])[1]
     from_commit = dict(re.findall(r"^([\w.-]+): (sha256:[0-9a-f]{64})$", message, re.M))
@@ -58,10 +58,10 @@ def anchors(clone: Path) -> Anchors:
     try:
         readme = (clone / "README.md").read_text(encoding="utf-8")
     except OSError as exc:
-        raise ProjectError(f"{clone}/README.md: cannot be read: {exc.strerror}") from None
+        raise BranchError(f"{clone}/README.md: cannot be read: {exc.strerror}") from None
     from_readme = dict(re.findall(r"^\| ([\w.-]+) \| `(sha256:[0-9a-f]{64})` \|", readme, re.M))
     if not from_commit or from_commit != from_readme:
-        raise ProjectError(
+        raise BranchError(
             f"{clone}: README.md names manifests {from_readme or 'none'}, the commit names {from_commit or 'none'}"
         )
     return Anchors(runtime, reference, from_commit)
@@ -75,14 +75,14 @@ def verify_clone(clone: Path, manifest: str | None = None) -> tuple[RuntimeResul
         manifest: a manifest digest the user got from upstream; it must be one the branch names.
 
     Raises:
-        ProjectError: the clone is not a published branch, or does not name `manifest`.
+        BranchError: the clone is not a published branch, or does not name `manifest`.
         EngineError: the engine does not answer.
     """
     clone = Path(clone).resolve()
     found = anchors(clone)
     if manifest and manifest not in found.manifests.values():
         named = ", ".join(f"{a} {d}" for a, d in found.manifests.items())
-        raise ProjectError(f"{clone}: the branch is not upstream's manifest {manifest} (it names {named})")
+        raise BranchError(f"{clone}: the branch is not upstream's manifest {manifest} (it names {named})")
     extension = _extension(clone)
     runtime = Runtime(found.runtime, "", "", "", tuple(found.manifests), "xz" if extension == "tar.xz" else "gzip")
     native = engine.native_arch()
