@@ -19,6 +19,7 @@ from pathlib import Path
 
 from lambdaimages import layout, output
 from lambdaimages.catalog import Catalog, Runtime
+from lambdaimages.commit_message import CommitMessage
 from lambdaimages.errors import PublishError
 from lambdaimages.inventory import images as inventories
 from lambdaimages.publish import changes, git, snapshots
@@ -96,16 +97,6 @@ def branch_files(repo: git.PrivateRepo, folder: Path) -> BranchFiles:
     return BranchFiles(blobs, lfs)
 
 
-def commit_message(runtime: Runtime, states: dict[str, State]) -> str:
-    """Names the upstream reference and each architecture's manifest digest (read back by `branch_snapshot`)."""
-    first = next(iter(states.values()))
-    lines = [f"Update source for {runtime.name} image", "", f"Upstream: {first.reference}"]
-    indexes = sorted({s.index_digest for s in states.values() if s.index_digest})
-    lines += [f"Index: {digest}" for digest in indexes]
-    lines += [f"{arch}: {state.manifest_digest}" for arch, state in states.items()]
-    return "\n".join(lines) + "\n"
-
-
 def commit_time(states: dict[str, State]) -> int:
     """The newest upstream config `created` (seconds since the epoch); 0 when upstream gives none."""
     times = [_epoch(s.config.get("created")) for s in states.values()]
@@ -149,9 +140,7 @@ def branch_snapshot(repo: git.PrivateRepo, commit: str, runtime: Runtime, out: P
     """The snapshot a published commit holds; tarballs from the layer cache, else fetched with git-lfs."""
     cache = LayerCache(out)
     files = repo.files(commit)
-    message = repo.message(commit)
-    digests = dict(re.findall(r"^([A-Za-z0-9_]+): (sha256:[0-9a-f]{64})$", message, re.M))
-    reference = (re.search(r"^Upstream: (\S+)$", message, re.M) or [None, None])[1]
+    message = CommitMessage.parse(repo.message(commit))
     plan: dict[str, list[tuple[str, str, int, Path | None]]] = {}
     dockerfiles = {}
     to_fetch = []
@@ -184,8 +173,8 @@ def branch_snapshot(repo: git.PrivateRepo, commit: str, runtime: Runtime, out: P
             for name, _, size, source in layers
         )
         inventory = inventories.parse(repo.show(commit, f"{arch}/{layout.SBOM}"))
-        archs[arch] = snapshots.ArchSnapshot(arch, digests.get(arch), found, dockerfiles[arch], inventory)
-    return snapshots.Snapshot(runtime.name, reference, f"published commit {commit[:12]}", archs)
+        archs[arch] = snapshots.ArchSnapshot(arch, message.manifests.get(arch), found, dockerfiles[arch], inventory)
+    return snapshots.Snapshot(runtime.name, message.reference, f"published commit {commit[:12]}", archs)
 
 
 # -- publish ---------------------------------------------------------------------------------------
@@ -253,7 +242,7 @@ def publish(out: Path, runtime: Runtime, repo: str) -> Outcome:
         blobs[CHANGES] = plan.repo.hash_blob(text.encode())
         blobs[ATTRIBUTES] = plan.repo.hash_blob(render_attributes().encode())
         tree = plan.repo.write_tree(blobs)
-        commit = plan.repo.commit_tree(tree, commit_message(runtime, states), commit_time(states))
+        commit = plan.repo.commit_tree(tree, CommitMessage.of(runtime.name, states).format(), commit_time(states))
         plan.repo.lfs_push(plan.files.lfs)
         plan.repo.run("push", "--quiet", "--force", git.REMOTE, f"{commit}:refs/heads/{runtime.name}")
         plan.repo.run("update-ref", plan.repo.published_ref, commit)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lambdaimages import engine, layout
 from lambdaimages.catalog import Runtime
+from lambdaimages.commit_message import CommitMessage
 from lambdaimages.errors import BranchError, EngineError
 from lambdaimages.image.archive import docker_archive
 from lambdaimages.state import Layer, State
@@ -48,13 +49,10 @@ def anchors(clone: Path) -> Anchors:
         ).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
         raise BranchError(f"{clone}: not a git clone of a published branch ({exc})") from None
-    first = re.match(r"Update source for (\S+) image", message)
-    if first is None:
+    named = CommitMessage.parse(message)
+    if named.runtime is None:
         raise BranchError(f"{clone}: the last commit is not a published snapshot (`Update source for <rt> image`)")
-    runtime = first[1]
-    reference = (re.search(r"^Upstream: (\S+)$", message, re.M) or [None, "?"])[1]
-    from_commit = dict(re.findall(r"^([\w.-]+): (sha256:[0-9a-f]{64})$", message, re.M))
-    from_commit.pop("Index", None)
+    from_commit = named.manifests
     try:
         readme = (clone / "README.md").read_text(encoding="utf-8")
     except OSError as exc:
@@ -64,7 +62,7 @@ def anchors(clone: Path) -> Anchors:
         raise BranchError(
             f"{clone}: README.md names manifests {from_readme or 'none'}, the commit names {from_commit or 'none'}"
         )
-    return Anchors(runtime, reference, from_commit)
+    return Anchors(named.runtime, named.reference or "?", from_commit)
 
 
 def verify_clone(clone: Path, manifest: str | None = None) -> tuple[RuntimeResult, Anchors]:
