@@ -166,12 +166,12 @@ def task_publish():
 
 
 def task_push():
-    """Push every architecture and an index to a registry (`doit push:<rt> to=HOST[:PORT]/REPO[:TAG]`)."""
-    to = get_var("to", None)
+    """Push every architecture, its SBOM as a referrer, then an index (`doit push:<rt> to=HOST[:PORT]/REPO[:TAG]`)."""
+    to, sbom = get_var("to", None), get_var("sbom", "1")
     for rt in CATALOG.runtimes:
         yield {
             "name": rt.name,
-            "actions": [(actions.push_runtime, [OUT, CATALOG, rt, to, sys.argv])],
+            "actions": [(actions.push_runtime, [OUT, CATALOG, rt, to, sys.argv, sbom])],
             "task_dep": [f"snapshot:{rt.name}"],
             "uptodate": [False],
             **SHOWN,

@@ -4,6 +4,7 @@ clones, push to a mirror, and an engine over TCP (real engine, real local regist
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -16,9 +17,9 @@ from doit_cli import run_doit
 
 from lambdaimages import layout
 from lambdaimages.catalog import Runtime
-from lambdaimages.errors import ProjectError
+from lambdaimages.errors import ProjectError, UsageError
 from lambdaimages.image import push
-from lambdaimages.registry.client import RegistryClient
+from lambdaimages.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient
 from lambdaimages.tasks import actions
 from lambdaimages.testbed import ROOT, doit_command, samples
 from lambdaimages.testbed.localregistry import LocalRegistry
@@ -58,6 +59,13 @@ def test_push_targets():
     for bad in ("reg", "/repo", ""):
         with pytest.raises(ProjectError, match="expected HOST"):
             push.parse_target(bad, runtime)
+
+
+def test_sbom_switch_takes_one_and_zero_and_refuses_anything_else():
+    assert actions.switch("sbom", "1") and actions.switch("sbom", " Yes ") and actions.switch("sbom", True)
+    assert not actions.switch("sbom", "0") and not actions.switch("sbom", "off")
+    with pytest.raises(UsageError, match="sbom=maybe: expected 1 or 0"):
+        actions.switch("sbom", "maybe")
 
 
 def test_verify_waits_for_pipeline_tasks_only_when_they_are_asked_for_too():
@@ -325,8 +333,75 @@ def test_push_with_xz_keeps_config_digests_and_mounts_across_repositories(world,
         assert all(layer["mediaType"].endswith("gzip") for layer in manifest["layers"])
     since = len(target.requests_log())
     other = run_doit(world["catalog"], world["out"], f"push:{name}", f"to=http://{target.host}/copy/{name}:1")
-    assert "0 blob(s) uploaded" in other.stdout and "0 mounted" not in other.stdout
+    # "10 mounted" contains "0 mounted": read the count.
+    assert "0 blob(s) uploaded" in other.stdout and int(re.search(r"(\d+) mounted", other.stdout).group(1)) > 0
     assert target.count("PUT", "/blobs/uploads", since=since) == 0
+
+
+def _fallback(client: RegistryClient, repository: str, subject: str):
+    """The referrers index of `subject` under the spec's fallback tag, or None."""
+    return client.find_manifest(repository, "sha256-" + subject.removeprefix("sha256:"))
+
+
+def test_push_attaches_each_sbom_as_a_referrer_by_the_fallback_tag_and_leaves_the_index_alone(world, mirror):
+    _, target = mirror
+    name, repository = _xz(world), f"signed/{_xz(world)}"
+    to = f"http://{target.host}/{repository}:1"
+    client = RegistryClient(target.url)
+    run_doit(world["catalog"], world["out"], f"push:{name}", f"to={to}", "sbom=0")
+    plain = client.get_manifest(repository, "1")
+    subjects = {entry["digest"]: entry for entry in plain.json()["manifests"]}
+    assert all(_fallback(client, repository, digest) is None for digest in subjects)  # sbom=0 attaches nothing
+    # Someone else's referrer of the x86_64 manifest, listed by the fallback tag before we push ours.
+    arch_of = {d: "x86_64" if e["platform"]["architecture"] == "amd64" else "arm64" for d, e in subjects.items()}
+    x86 = next(digest for digest, arch in arch_of.items() if arch == "x86_64")
+    empty = client.push_blob(repository, b"{}")
+    signature = client.push_blob(repository, b"not really a signature")
+    other = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.example.signature",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+            "layers": [{"mediaType": "application/octet-stream", "digest": signature, "size": 22}],
+            "subject": {k: subjects[x86][k] for k in ("mediaType", "digest", "size")},
+        }
+    ).encode()
+    other_digest = client.push_manifest(repository, samples.sha256_digest(other), OCI_MANIFEST, other)
+    other_entry = {"mediaType": OCI_MANIFEST, "digest": other_digest, "size": len(other)}
+    theirs = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [other_entry]}).encode()
+    client.push_manifest(repository, "sha256-" + x86.removeprefix("sha256:"), OCI_INDEX, theirs)
+
+    pushed = run_doit(world["catalog"], world["out"], f"push:{name}", f"to={to}")
+    assert client.get_manifest(repository, "1").body == plain.body  # the index is byte for byte the one without
+    fallbacks = {}
+    for digest, entry in subjects.items():
+        fallback = _fallback(client, repository, digest)
+        assert fallback is not None and fallback.media_type == OCI_INDEX
+        listed = fallback.json()["manifests"]
+        ours = [m for m in listed if m.get("artifactType") == "application/vnd.cyclonedx+json"]
+        assert len(ours) == 1
+        assert listed[:-1] == ([other_entry] if digest == x86 else [])  # an entry already there is kept, first
+        referrer = client.get_manifest(repository, ours[0]["digest"])
+        assert referrer.media_type == OCI_MANIFEST and len(referrer.body) == ours[0]["size"]
+        body = referrer.json()
+        assert body["artifactType"] == "application/vnd.cyclonedx+json"
+        assert body["subject"] == {k: entry[k] for k in ("mediaType", "digest", "size")}
+        assert body["config"] == {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2}
+        assert client.get_blob(repository, empty, 2) == b"{}"
+        (layer,) = body["layers"]
+        assert layer["mediaType"] == "application/vnd.cyclonedx+json"
+        sbom = layout.sbom_path(world["out"], name, arch_of[digest]).read_bytes()
+        assert client.get_blob(repository, layer["digest"], layer["size"]) == sbom  # the SBOM, byte for byte
+        assert f"{arch_of[digest]} SBOM referrer {referrer.digest} (sha256-" in pushed.stdout
+        fallbacks[digest] = fallback.body
+
+    since = len(target.requests_log())
+    run_doit(world["catalog"], world["out"], f"push:{name}", f"to={to}")
+    assert target.count("PUT", "", since=since) == 0  # nothing added: no blob, manifest or tag written
+    assert client.get_manifest(repository, "1").body == plain.body
+    for digest, body in fallbacks.items():
+        assert _fallback(client, repository, digest).body == body
 
 
 def test_load_reruns_only_for_an_image_that_is_gone(world, mirror):

@@ -5,8 +5,9 @@ tarballs are upstream's blobs as they were, so the manifests are upstream's byte
 the index when every platform of upstream's index is pushed. With `compression: xz` (which registries and
 Lambda do not take as a layer type) each layer is re-encoded once as gzip (kept in the cache for the next
 push) and the manifests list those blobs. A blob the registry has is not sent again (HEAD first; a blob
-pushed earlier to another repository of the same registry is mounted). The index goes last, so the tag
-never names a half-pushed image.
+pushed earlier to another repository of the same registry is mounted). Each architecture's SBOM is attached
+to its manifest as an OCI referrer (`image.referrers`), never as an entry of the index. The index goes last, so
+the tag never names a half-pushed image.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import UsageError
+from lambdaimages.image import referrers
 from lambdaimages.registry.client import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, RegistryClient
 from lambdaimages.snapshot import documents
 from lambdaimages.snapshot.cache import LayerCache
@@ -86,10 +88,13 @@ class Pushed:
     mounted: int = 0
     present: int = 0
     index_is_upstreams: bool = False
+    sboms: dict[str, str] = field(default_factory=dict)  # arch -> digest of the referrer attaching its SBOM
+    sboms_listed_by: str = ""  # referrers.VIA_API, or the fallback tag of the last architecture
 
 
-def push(out: Path, runtime: Runtime, target: Target, client: RegistryClient) -> Pushed:
-    """Push every architecture of the snapshot, then the index under `target.tag`.
+def push(out: Path, runtime: Runtime, target: Target, client: RegistryClient, *, sbom: bool = True) -> Pushed:
+    """Push every architecture of the snapshot (with its SBOM as a referrer unless not `sbom`), then the index
+    under `target.tag`.
 
     Raises:
         OutputError: the snapshot lacks a file (run `doit snapshot:<rt>`).
@@ -98,7 +103,10 @@ def push(out: Path, runtime: Runtime, target: Target, client: RegistryClient) ->
     pushed = Pushed(target)
     records = _Records(out, client.name)
     entries = []
-    states = SnapshotView(out, runtime).states()
+    snapshot = SnapshotView(out, runtime)
+    states = snapshot.states()
+    if sbom:
+        snapshot.require(snapshot.sbom(arch) for arch in states)
     for arch, state in states.items():
         manifest, media_type, blobs = _manifest_and_blobs(out, runtime, state)
         for digest, path in blobs:
@@ -108,6 +116,13 @@ def push(out: Path, runtime: Runtime, target: Target, client: RegistryClient) ->
             client.push_manifest(target.repository, digest, media_type, manifest)
         pushed.manifests[arch] = digest
         entries.append((state, digest, media_type, len(manifest)))
+        if sbom:
+            subject = referrers.Descriptor(media_type, digest, len(manifest))
+            artifact = referrers.sbom_artifact(subject, snapshot.sbom(arch))
+            for blob_digest, source in artifact.blobs:
+                _push_blob(client, target.repository, blob_digest, source, records, pushed)
+            pushed.sboms_listed_by, _ = referrers.attach(client, target.repository, artifact)
+            pushed.sboms[arch] = artifact.digest
     records.save()
     index, index_type, pushed.index_is_upstreams = _index(out, runtime, states, entries)
     pushed.index_digest = "sha256:" + hashlib.sha256(index).hexdigest()
@@ -175,14 +190,16 @@ def gzip_for_push(out: Path, diff_id: str, tarball: Path) -> tuple[str, int, Pat
     return digest, size, path
 
 
-def _push_blob(client: RegistryClient, repository: str, digest: str, path: Path, records, pushed: Pushed) -> None:
+def _push_blob(
+    client: RegistryClient, repository: str, digest: str, blob: Path | bytes, records, pushed: Pushed
+) -> None:
     if client.has_blob(repository, digest):
         pushed.present += 1
     elif (source := records.repository_of(digest, repository)) and client.mount_blob(repository, digest, source):
         pushed.mounted += 1
     else:
-        size = path.stat().st_size
-        client.upload_blob(repository, digest, size, path)
+        size = len(blob) if isinstance(blob, bytes) else blob.stat().st_size
+        client.upload_blob(repository, digest, size, blob)
         pushed.uploaded += 1
         pushed.uploaded_bytes += size
     records.add(digest, repository)

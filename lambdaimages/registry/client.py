@@ -272,6 +272,15 @@ class RegistryClient:
 
     def get_manifest(self, repository: str, reference: str) -> Manifest:
         """Fetch a manifest or index by tag or digest; a digest reference is verified."""
+        found = self._get_manifest(repository, reference, missing_ok=False)
+        assert found is not None
+        return found
+
+    def find_manifest(self, repository: str, reference: str) -> Manifest | None:
+        """As `get_manifest`, but None when the registry has nothing under `reference` (404)."""
+        return self._get_manifest(repository, reference, missing_ok=True)
+
+    def _get_manifest(self, repository: str, reference: str, *, missing_ok: bool) -> Manifest | None:
         what = (
             f"{self.name}/{repository}:{reference}" if ":" not in reference else f"{self.name}/{repository}@{reference}"
         )
@@ -282,7 +291,11 @@ class RegistryClient:
             what=what,
             headers={"Accept": ACCEPT},
             stream=True,
+            accept_status=(404,) if missing_ok else (),
         )
+        if resp.status_code == 404:
+            resp.close()
+            return None
         body = _read_limited(resp, MANIFEST_LIMIT, f"manifest {what}")
         digest = sha256_digest(body)
         if reference.startswith("sha256:") and digest != reference:
@@ -451,6 +464,49 @@ class RegistryClient:
         )
         resp.close()
         return sha256_digest(body)
+
+    def push_artifact(self, repository: str, digest: str, media_type: str, body: bytes) -> str | None:
+        """Put a manifest that has a `subject` under its digest; return the answer's OCI-Subject header.
+
+        A registry with the referrers API names the subject there (distribution spec 1.1); None means the
+        registry keeps no referrers list, and the client must keep the fallback tag.
+        """
+        resp = self._request(
+            "PUT",
+            f"/v2/{repository}/manifests/{digest}",
+            scope=f"repository:{repository}:pull,push",
+            what=f"push of {self.name}/{repository}@{digest}",
+            data=body,
+            headers={"Content-Type": media_type},
+        )
+        resp.close()
+        return resp.headers.get("OCI-Subject")
+
+    def referrers(self, repository: str, digest: str) -> Manifest | None:
+        """The referrers API's index of the manifests whose subject is `digest`; None when the registry has no
+        such API (it answers 404, or something that is not an index).
+        """
+        what = f"referrers of {self.name}/{repository}@{digest}"
+        resp = self._request(
+            "GET",
+            f"/v2/{repository}/referrers/{digest}",
+            scope=f"repository:{repository}:pull",
+            what=what,
+            headers={"Accept": OCI_INDEX},
+            stream=True,
+            accept_status=(404,),
+        )
+        if resp.status_code == 404:
+            resp.close()
+            return None
+        body = _read_limited(resp, MANIFEST_LIMIT, what)
+        try:
+            index = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
+            return None
+        return Manifest(index.get("mediaType") or OCI_INDEX, body, sha256_digest(body))
 
 
 def _is_refused_or_dns(exc: Exception) -> bool:

@@ -274,13 +274,32 @@ def push_target(to: str | None, catalog, runtime: Runtime, argv: list[str]):
     )
 
 
+def switch(name: str, value: str | bool) -> bool:
+    """A command-line on/off variable (`sbom=0`): 1/0, yes/no, true/false, on/off.
+
+    Raises:
+        UsageError: anything else.
+    """
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower()
+    if text in ("1", "yes", "true", "on"):
+        return True
+    if text in ("0", "no", "false", "off"):
+        return False
+    raise UsageError(f"{name}={value}: expected 1 or 0 (yes/no, true/false, on/off)")
+
+
 @one_line_errors
-def push_runtime(out: Path, catalog, runtime: Runtime, to: str | None, argv: list[str]) -> dict:
-    """Push every architecture and the index; say what moved."""
+def push_runtime(
+    out: Path, catalog, runtime: Runtime, to: str | None, argv: list[str], sbom: str | bool = True
+) -> dict:
+    """Push every architecture (with its SBOM as a referrer unless `sbom=0`) and the index; say what moved."""
     target = push_target(to, catalog, runtime, argv)
     client = resolve.client_for(target.registry)
+    attach = switch("sbom", sbom)
     try:
-        done = push.push(out, runtime, target, client)
+        done = push.push(out, runtime, target, client, sbom=attach)
     except ProjectError as exc:
         raise exc.within(runtime=runtime.name, reference=str(target)) from None
     moved = f"{done.uploaded} blob(s) uploaded ({done.uploaded_bytes / 1e6:.1f} MB), {done.mounted} mounted, "
@@ -289,6 +308,8 @@ def push_runtime(out: Path, catalog, runtime: Runtime, to: str | None, argv: lis
     output.say(f"{runtime.name}: pushed {target} ({kind} {done.index_digest}): {moved}", show=True)
     for arch, digest in done.manifests.items():
         output.say(f"{runtime.name}:   {arch} manifest {digest}", show=True)
+        if arch in done.sboms:
+            output.say(f"{runtime.name}:   {arch} SBOM referrer {done.sboms[arch]} ({done.sboms_listed_by})", show=True)
     output.count("pushed", blobs=done.uploaded, bytes=done.uploaded_bytes)
     return {"index": done.index_digest}
 
