@@ -393,7 +393,8 @@ def test_push_attaches_each_sbom_as_a_referrer_by_the_fallback_tag_and_leaves_th
         assert layer["mediaType"] == "application/vnd.cyclonedx+json"
         sbom = layout.sbom_path(world["out"], name, arch_of[digest]).read_bytes()
         assert client.get_blob(repository, layer["digest"], layer["size"]) == sbom  # the SBOM, byte for byte
-        assert f"{arch_of[digest]} SBOM referrer {referrer.digest} (sha256-" in pushed.stdout
+        tag = "sha256-" + digest.removeprefix("sha256:")
+        assert f"{arch_of[digest]} SBOM referrer {referrer.digest} ({tag})" in pushed.stdout
         fallbacks[digest] = fallback.body
 
     since = len(target.requests_log())

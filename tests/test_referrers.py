@@ -167,11 +167,11 @@ def test_attach_on_a_registry_without_the_api_keeps_the_fallback_tag_and_a_secon
     client = _FakeClient()
     artifact = referrers.sbom_artifact(SUBJECT, sbom)
     tag = referrers.fallback_tag(SUBJECT.digest)
-    assert referrers.attach(client, "r", artifact) == (tag, True)
+    assert referrers.attach(client, "r", artifact) == referrers.Attached(artifact.digest, tag, True)
     assert client.puts == [artifact.digest, tag]
     assert json.loads(client.manifests[tag])["manifests"] == [referrers.index_entry(artifact)]
     before = dict(client.manifests)
-    assert referrers.attach(client, "r", artifact) == (tag, False)
+    assert referrers.attach(client, "r", artifact) == referrers.Attached(artifact.digest, tag, False)
     assert client.puts == [artifact.digest, tag] and client.manifests == before
 
 
@@ -179,15 +179,16 @@ def test_attach_adds_the_referrer_to_a_fallback_index_that_lost_it(sbom):
     client = _FakeClient()
     artifact = referrers.sbom_artifact(SUBJECT, sbom)
     client.manifests[artifact.digest] = artifact.manifest  # pushed before, but its tag was not (an interrupted push)
-    assert referrers.attach(client, "r", artifact) == (referrers.fallback_tag(SUBJECT.digest), True)
-    assert client.puts == [referrers.fallback_tag(SUBJECT.digest)]
+    tag = referrers.fallback_tag(SUBJECT.digest)
+    assert referrers.attach(client, "r", artifact) == referrers.Attached(artifact.digest, tag, True)
+    assert client.puts == [tag]
 
 
 @pytest.mark.parametrize("kind", [{"api": True}, {"answers_subject": True}])
 def test_attach_on_a_registry_with_the_api_writes_no_fallback_tag(sbom, kind):
     client = _FakeClient(**kind)
     artifact = referrers.sbom_artifact(SUBJECT, sbom)
-    assert referrers.attach(client, "r", artifact) == (referrers.VIA_API, True)
+    assert referrers.attach(client, "r", artifact) == referrers.Attached(artifact.digest, referrers.VIA_API, True)
     assert client.puts == [artifact.digest]
 
 

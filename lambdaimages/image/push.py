@@ -88,8 +88,7 @@ class Pushed:
     mounted: int = 0
     present: int = 0
     index_is_upstreams: bool = False
-    sboms: dict[str, str] = field(default_factory=dict)  # arch -> digest of the referrer attaching its SBOM
-    sboms_listed_by: str = ""  # referrers.VIA_API, or the fallback tag of the last architecture
+    sboms: dict[str, referrers.Attached] = field(default_factory=dict)  # arch -> the referrer of its SBOM
 
 
 def push(out: Path, runtime: Runtime, target: Target, client: RegistryClient, *, sbom: bool = True) -> Pushed:
@@ -121,8 +120,7 @@ def push(out: Path, runtime: Runtime, target: Target, client: RegistryClient, *,
             artifact = referrers.sbom_artifact(subject, snapshot.sbom(arch))
             for blob_digest, source in artifact.blobs:
                 _push_blob(client, target.repository, blob_digest, source, records, pushed)
-            pushed.sboms_listed_by, _ = referrers.attach(client, target.repository, artifact)
-            pushed.sboms[arch] = artifact.digest
+            pushed.sboms[arch] = referrers.attach(client, target.repository, artifact)
     records.save()
     index, index_type, pushed.index_is_upstreams = _index(out, runtime, states, entries)
     pushed.index_digest = "sha256:" + hashlib.sha256(index).hexdigest()

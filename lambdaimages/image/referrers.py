@@ -54,6 +54,15 @@ class Artifact:
         return Descriptor(OCI_MANIFEST, self.digest, len(self.manifest))
 
 
+@dataclass(frozen=True)
+class Attached:
+    """What `attach` did: the referrer's digest, what lists it (VIA_API or the fallback tag), whether it wrote."""
+
+    digest: str
+    listed_by: str
+    wrote: bool
+
+
 def _file_descriptor(media_type: str, path: Path) -> Descriptor:
     hasher, size = hashlib.sha256(), 0
     with open(path, "rb") as f:
@@ -131,11 +140,8 @@ def merged_index(existing: bytes | None, entry: dict, where: str) -> bytes | Non
     return json.dumps(body, indent=3).encode()
 
 
-def attach(client: RegistryClient, repository: str, artifact: Artifact) -> tuple[str, bool]:
+def attach(client: RegistryClient, repository: str, artifact: Artifact) -> Attached:
     """Push the referrer's manifest (its blobs are pushed already) and make the registry list it.
-
-    Returns:
-        How it is listed (VIA_API, or the fallback tag), and whether anything was written.
 
     Raises:
         RegistryError: the registry refused or failed, or the fallback tag holds something else.
@@ -148,7 +154,7 @@ def attach(client: RegistryClient, repository: str, artifact: Artifact) -> tuple
         api = api or answered == subject
         wrote = True
     if api:
-        return VIA_API, wrote
+        return Attached(artifact.digest, VIA_API, wrote)
     tag = fallback_tag(subject)
     existing = client.find_manifest(repository, tag)
     where = f"{client.name}/{repository}:{tag}"
@@ -156,4 +162,4 @@ def attach(client: RegistryClient, repository: str, artifact: Artifact) -> tuple
     if index is not None:
         client.push_manifest(repository, tag, OCI_INDEX, index)
         wrote = True
-    return tag, wrote
+    return Attached(artifact.digest, tag, wrote)

@@ -308,8 +308,8 @@ def push_runtime(
     output.say(f"{runtime.name}: pushed {target} ({kind} {done.index_digest}): {moved}", show=True)
     for arch, digest in done.manifests.items():
         output.say(f"{runtime.name}:   {arch} manifest {digest}", show=True)
-        if arch in done.sboms:
-            output.say(f"{runtime.name}:   {arch} SBOM referrer {done.sboms[arch]} ({done.sboms_listed_by})", show=True)
+        if (sbom := done.sboms.get(arch)) is not None:
+            output.say(f"{runtime.name}:   {arch} SBOM referrer {sbom.digest} ({sbom.listed_by})", show=True)
     output.count("pushed", blobs=done.uploaded, bytes=done.uploaded_bytes)
     return {"index": done.index_digest}
 
