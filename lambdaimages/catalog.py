@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from lambdaimages import platforms
+from lambdaimages import digest, platforms
 from lambdaimages.errors import CatalogError
 from lambdaimages.registry.client import registry_url
 
@@ -32,7 +32,6 @@ DEFAULTS = {
 NAME_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 REGISTRY_RE = re.compile(r"^(?:https?://)?[A-Za-z0-9.-]+(?::[0-9]{1,5})?/?$")
 
 
@@ -62,7 +61,7 @@ class Runtime:
     @property
     def image(self) -> str:
         """The upstream reference as users write it, e.g. public.ecr.aws/lambda/python:3.12."""
-        sep = "@" if self.reference.startswith("sha256:") else ":"
+        sep = "@" if digest.is_sha256(self.reference) else ":"
         return f"{self.registry.removeprefix('https://')}/{self.repository}{sep}{self.reference}"
 
     @property
@@ -235,7 +234,7 @@ class _Context:
     def image(self, image: str, node: yaml.Node, where: str) -> tuple[str, str]:
         if "@" in image:
             repository, _, reference = image.partition("@")
-            ok = DIGEST_RE.match(reference)
+            ok = digest.PATTERN.match(reference)
         else:
             repository, _, reference = image.rpartition(":")
             ok = TAG_RE.match(reference) and "/" not in reference

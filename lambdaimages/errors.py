@@ -71,7 +71,22 @@ class RegistryUnreachable(RegistryError):
 
 
 class DigestMismatch(RegistryError):
-    """Bytes from the registry do not hash to the digest they were asked for."""
+    """Bytes from the registry do not hash to the digest they were asked for.
+
+    `expected` and `actual` are the digests (`actual` None when the size was wrong), `received` the bytes read.
+    """
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        expected: str | None = None,
+        actual: str | None = None,
+        received: int | None = None,
+        **context: str | None,
+    ) -> None:
+        super().__init__(detail, **context)
+        self.expected, self.actual, self.received = expected, actual, received
 
 
 class CredentialsError(RegistryError):

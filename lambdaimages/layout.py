@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lambdaimages.digest import Digest
+
 STATE = ".state"
 CACHE = ".cache"
 REPORTS = ".reports"
@@ -57,7 +59,7 @@ TARBALL_GLOB = "*.tar.*"  # every tarball of a folder, and the temp files of unf
 
 def tarball_name(diff_id: str, extension: str) -> str:
     """A layer tarball's name: the hex of its diff_id, so `xz -dc <name> | sha256sum` proves it."""
-    return f"{diff_id.removeprefix('sha256:')}.{extension}"
+    return f"{Digest(diff_id).hex}.{extension}"
 
 
 def split_tarball_name(name: str) -> tuple[str, str] | None:
@@ -76,7 +78,7 @@ DOCUMENT_GLOB = "*.json"
 
 def document_name(digest: str, kind: str) -> str:
     """The file name of an upstream index, manifest or config: `<hex>.<kind>.json`."""
-    return f"{digest.removeprefix('sha256:')}.{kind}.json"
+    return f"{Digest(digest).hex}.{kind}.json"
 
 
 def split_document_name(name: str) -> tuple[str, str] | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lambdaimages import layout
+from lambdaimages.digest import Digest
 from lambdaimages.tools.files import write_if_changed
 
 
@@ -28,7 +29,7 @@ class Layer:
     @property
     def hex(self) -> str:
         """The diff_id's hex digits: the name of the layer's tarball."""
-        return self.diff_id.removeprefix("sha256:")
+        return Digest(self.diff_id).hex
 
     def tarball(self, extension: str) -> str:
         """The name of the layer's tarball."""

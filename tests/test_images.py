@@ -17,6 +17,7 @@ from doit_cli import run_doit
 
 from lambdaimages import layout
 from lambdaimages.catalog import Runtime
+from lambdaimages.digest import Digest
 from lambdaimages.errors import ProjectError, UsageError
 from lambdaimages.image import push
 from lambdaimages.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient
@@ -129,10 +130,10 @@ def test_snapshot_keeps_upstreams_documents_named_by_their_digests(world):
     for name, by_arch in world["images"].items():
         folder = world["out"] / name
         index = samples.image_index(by_arch)
-        assert (folder / layout.document_name(samples.sha256_digest(index), "index")).read_bytes() == index
+        assert (folder / layout.document_name(Digest.of(index), "index")).read_bytes() == index
         for arch, image in by_arch.items():
             manifest = image.manifest()
-            kept = folder / arch / layout.document_name(samples.sha256_digest(manifest), "manifest")
+            kept = folder / arch / layout.document_name(Digest.of(manifest), "manifest")
             assert kept.read_bytes() == manifest
             config = folder / arch / layout.document_name(image.config_digest, "config")
             assert config.read_bytes() == image.config_bytes
@@ -240,7 +241,7 @@ def test_branch_clone_verifies_offline(world, clone):
     run = _verify_branch(clone)
     assert run.returncode == 0, run.stdout + run.stderr
     name = _xz(world)
-    manifests = [samples.sha256_digest(world["images"][name][arch].manifest()) for arch in ARCHES]
+    manifests = [Digest.of(world["images"][name][arch].manifest()) for arch in ARCHES]
     assert f"branch {name} is upstream's image" in run.stdout
     assert all(digest in run.stdout for digest in manifests)
     assert "identity pass" in run.stdout and "tree pass" in run.stdout
@@ -308,7 +309,7 @@ def test_push_with_gzip_keeps_every_digest_and_a_second_push_uploads_nothing(wor
     index = client.get_manifest(f"mirror/{name}", "1")
     assert index.body == samples.image_index(world["images"][name])  # upstream's index, byte for byte
     for image in world["images"][name].values():
-        manifest = client.get_manifest(f"mirror/{name}", samples.sha256_digest(image.manifest()))
+        manifest = client.get_manifest(f"mirror/{name}", Digest.of(image.manifest()))
         assert manifest.body == image.manifest()
         assert client.get_blob(f"mirror/{name}", image.config_digest) == image.config_bytes
     assert "upstream's index" in first.stdout
@@ -367,7 +368,7 @@ def test_push_attaches_each_sbom_as_a_referrer_by_the_fallback_tag_and_leaves_th
             "subject": {k: subjects[x86][k] for k in ("mediaType", "digest", "size")},
         }
     ).encode()
-    other_digest = client.push_manifest(repository, samples.sha256_digest(other), OCI_MANIFEST, other)
+    other_digest = client.push_manifest(repository, Digest.of(other), OCI_MANIFEST, other)
     other_entry = {"mediaType": OCI_MANIFEST, "digest": other_digest, "size": len(other)}
     theirs = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [other_entry]}).encode()
     client.push_manifest(repository, "sha256-" + x86.removeprefix("sha256:"), OCI_INDEX, theirs)

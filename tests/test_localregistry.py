@@ -5,8 +5,9 @@ import socket
 import pytest
 import requests
 
+from lambdaimages.digest import Digest
 from lambdaimages.errors import RegistryUnreachable
-from lambdaimages.registry.client import RegistryClient, sha256_digest
+from lambdaimages.registry.client import RegistryClient
 from lambdaimages.testbed.localregistry import LocalRegistry, _parse_access_log
 
 
@@ -74,7 +75,7 @@ def test_given_storage_and_port_persist_between_runs(tmp_path):
         RegistryClient(reg.url).push_blob("kept", data)
     assert (tmp_path / "cache" / "docker").is_dir()
     with LocalRegistry(tmp_path / "cache", port=port) as reg:
-        assert RegistryClient(reg.url).get_blob("kept", sha256_digest(data)) == data
+        assert RegistryClient(reg.url).get_blob("kept", Digest.of(data)) == data
         assert reg.count("PUT") == 0
 
 

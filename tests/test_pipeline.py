@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from doit_cli import run_doit
 
+from lambdaimages.digest import Digest
 from lambdaimages.registry.client import RegistryClient
 from lambdaimages.testbed import samples
 
@@ -216,7 +217,7 @@ def test_catalog_settings_change_reexports_and_rerenders(registry, tmp_path):
         run_doit(catalog, out, "snapshot")
 
     snapshot("    architectures: [x86_64, arm64]\n")
-    index = f"{samples.sha256_digest(samples.image_index(images))[7:]}.index.json"
+    index = f"{Digest.of(samples.image_index(images)).hex}.index.json"
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         [".dockerignore", index, f"Dockerfile.{name}", "arm64", "x86_64"]
     )

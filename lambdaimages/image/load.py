@@ -15,6 +15,7 @@ from typing import BinaryIO
 
 from lambdaimages import engine, layout, output
 from lambdaimages.catalog import Runtime
+from lambdaimages.digest import Digest
 from lambdaimages.errors import EngineError, OutputError
 from lambdaimages.image.archive import archive_end, docker_archive, file_member, member_header, padding
 from lambdaimages.snapshot.view import SnapshotView
@@ -82,7 +83,7 @@ class StreamedLoad:
 
     def layer(self, number: int, layer) -> BinaryIO:
         """A writer for the blob of layer `number` (1-based); `close` after its last byte."""
-        name = f"{number}/{layer.digest.removeprefix('sha256:')}.blob"
+        name = f"{number}/{Digest(layer.digest).hex}.blob"
         self.names[number] = name
         return _Member(self, name, layer.size)
 

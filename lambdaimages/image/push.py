@@ -12,7 +12,6 @@ the tag never names a half-pushed image.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import lzma
 import zlib
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lambdaimages.catalog import Runtime
+from lambdaimages.digest import Digest, Verifier, is_sha256
 from lambdaimages.errors import UsageError
 from lambdaimages.image import referrers
 from lambdaimages.registry.client import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, RegistryClient
@@ -64,7 +64,7 @@ def parse_target(text: str, runtime: Runtime, *, mirror: bool = False) -> Target
     scheme = "http://" if text.startswith("http://") else ""
     rest = text.removeprefix("http://").removeprefix("https://").rstrip("/")
     host, _, path = rest.partition("/")
-    upstream_tag = runtime.reference if not runtime.reference.startswith("sha256:") else "latest"
+    upstream_tag = runtime.reference if not is_sha256(runtime.reference) else "latest"
     if mirror:
         if not host:
             raise UsageError(f"push target {text!r}: expected HOST[:PORT][/PREFIX]", runtime=runtime.name)
@@ -110,7 +110,7 @@ def push(out: Path, runtime: Runtime, target: Target, client: RegistryClient, *,
         manifest, media_type, blobs = _manifest_and_blobs(out, runtime, state)
         for digest, path in blobs:
             _push_blob(client, target.repository, digest, path, records, pushed)
-        digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+        digest = Digest.of(manifest)
         if client.manifest_digest(target.repository, digest) != digest:
             client.push_manifest(target.repository, digest, media_type, manifest)
         pushed.manifests[arch] = digest
@@ -123,7 +123,7 @@ def push(out: Path, runtime: Runtime, target: Target, client: RegistryClient, *,
             pushed.sboms[arch] = referrers.attach(client, target.repository, artifact)
     records.save()
     index, index_type, pushed.index_is_upstreams = _index(out, runtime, states, entries)
-    pushed.index_digest = "sha256:" + hashlib.sha256(index).hexdigest()
+    pushed.index_digest = Digest.of(index)
     if client.manifest_digest(target.repository, target.tag) != pushed.index_digest:
         client.push_manifest(target.repository, target.tag, index_type, index)
     return pushed
@@ -170,19 +170,16 @@ def gzip_for_push(out: Path, diff_id: str, tarball: Path) -> tuple[str, int, Pat
             return data["digest"], data["size"], path
     except (OSError, ValueError, KeyError):
         pass
-    hasher = hashlib.sha256()
-    size = 0
+    blob = Verifier(what=str(path))
     with lzma.open(tarball) as source, atomic_file(path) as dest:
         gz = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
         while True:
             chunk = source.read(CHUNK)
             piece = gz.compress(chunk) if chunk else gz.flush()
-            hasher.update(piece)
-            size += len(piece)
-            dest.write(piece)
+            dest.write(blob.update(piece))
             if not chunk:
                 break
-    digest = "sha256:" + hasher.hexdigest()
+    digest, size = blob.finish(), blob.received
     with atomic_file(record) as f:
         f.write(json.dumps({"digest": digest, "size": size}).encode())
     return digest, size, path

@@ -12,11 +12,11 @@ indexes with attestation entries.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lambdaimages.digest import Digest, Verifier
 from lambdaimages.errors import RegistryError
 from lambdaimages.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient
 
@@ -64,17 +64,16 @@ class Attached:
 
 
 def _file_descriptor(media_type: str, path: Path) -> Descriptor:
-    hasher, size = hashlib.sha256(), 0
+    verifier = Verifier(what=str(path))
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
-            hasher.update(chunk)
-            size += len(chunk)
-    return Descriptor(media_type, "sha256:" + hasher.hexdigest(), size)
+            verifier.update(chunk)
+    return Descriptor(media_type, verifier.finish(), verifier.received)
 
 
 def empty_descriptor() -> Descriptor:
     """The spec's empty descriptor: `{}`, 2 bytes, as the config of an artifact that has none."""
-    return Descriptor(EMPTY, "sha256:" + hashlib.sha256(EMPTY_BLOB).hexdigest(), len(EMPTY_BLOB))
+    return Descriptor(EMPTY, Digest.of(EMPTY_BLOB), len(EMPTY_BLOB))
 
 
 def artifact_manifest(subject: Descriptor, sbom: Descriptor, title: str) -> bytes:
@@ -95,7 +94,7 @@ def sbom_artifact(subject: Descriptor, sbom: Path) -> Artifact:
     """The referrer attaching the CycloneDX file `sbom` to the manifest `subject`."""
     layer = _file_descriptor(CYCLONEDX, sbom)
     manifest = artifact_manifest(subject, layer, sbom.name)
-    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    digest = Digest.of(manifest)
     return Artifact(manifest, digest, subject, ((empty_descriptor().digest, EMPTY_BLOB), (layer.digest, sbom)))
 
 

@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 from lambdaimages import layout
 from lambdaimages.catalog import Runtime
+from lambdaimages.digest import Digest
 from lambdaimages.inventory.facts import LayerFacts
 from lambdaimages.inventory.merge import Inventory, merge
 from lambdaimages.inventory.sbom import ImageInfo, parse_sbom, read_sbom, write_sbom
@@ -32,7 +33,7 @@ CHUNK = 1 << 20
 
 
 def facts_path(out: Path, diff_id: str) -> Path:
-    return layout.facts_cache(out) / f"{diff_id.removeprefix('sha256:')}.{FORMAT}.json"
+    return layout.facts_cache(out) / f"{Digest(diff_id).hex}.{FORMAT}.json"
 
 
 class FactsWriter:
@@ -58,7 +59,7 @@ def layer_facts(out: Path, diff_id: str, tarball: Path) -> LayerFacts:
     except (OSError, ValueError):
         pass
     with open_tarball(tarball) as stream:
-        facts = scan_stream(stream, diff_id.removeprefix("sha256:"), CHUNK)
+        facts = scan_stream(stream, Digest(diff_id).hex, CHUNK)
     facts.save(path)
     return facts
 

@@ -6,13 +6,13 @@ caller's environment cleaned of variables that would point git elsewhere.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
 from lambdaimages import layout
+from lambdaimages.digest import Digest, Verifier, is_sha256
 from lambdaimages.errors import PublishError
 from lambdaimages.tools.files import link_or_copy
 
@@ -152,21 +152,19 @@ def last_line(stderr: bytes) -> str:
 
 def lfs_pointer(path: Path) -> tuple[str, bytes]:
     """(oid, pointer text) of a file, as `git lfs pointer --file` writes it."""
-    digest = hashlib.sha256()
-    size = 0
+    verifier = Verifier(what=str(path))
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    oid = digest.hexdigest()
-    return oid, f"version {LFS_SPEC}\noid sha256:{oid}\nsize {size}\n".encode()
+            verifier.update(chunk)
+    digest = verifier.finish()
+    return digest.hex, f"version {LFS_SPEC}\noid {digest}\nsize {verifier.received}\n".encode()
 
 
 def parse_pointer(text: str) -> tuple[str, int] | None:
     fields = dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
-    if fields.get("version") != LFS_SPEC or not fields.get("oid", "").startswith("sha256:"):
+    if fields.get("version") != LFS_SPEC or not is_sha256(fields.get("oid", "")):
         return None
-    return fields["oid"].removeprefix("sha256:"), int(fields.get("size", "0"))
+    return Digest(fields["oid"]).hex, int(fields.get("size", "0"))
 
 
 def init_bare(path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import json
 import os
 import re
@@ -16,6 +15,7 @@ from typing import ClassVar
 
 import requests
 
+from lambdaimages.digest import Digest, Verifier, is_sha256
 from lambdaimages.errors import DigestMismatch, RegistryError, RegistryUnreachable
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -77,17 +77,13 @@ def display_name(base_url: str) -> str:
     return base_url.removeprefix("https://")
 
 
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 @dataclass(frozen=True)
 class Manifest:
     """A manifest or index as fetched: its bytes are exactly what hashes to `digest`."""
 
     media_type: str
     body: bytes
-    digest: str
+    digest: Digest
 
     def json(self) -> dict:
         return json.loads(self.body)
@@ -297,12 +293,17 @@ class RegistryClient:
             resp.close()
             return None
         body = _read_limited(resp, MANIFEST_LIMIT, f"manifest {what}")
-        digest = sha256_digest(body)
-        if reference.startswith("sha256:") and digest != reference:
-            raise DigestMismatch(f"manifest {what} hashes to {digest}")
+        verifier = Verifier(reference if is_sha256(reference) else None, what=f"manifest {what}")
+        verifier.update(body)
+        digest = verifier.finish()
         header_digest = resp.headers.get("Docker-Content-Digest")
-        if header_digest and header_digest.startswith("sha256:") and header_digest != digest:
-            raise DigestMismatch(f"manifest {what}: registry says {header_digest}, bytes hash to {digest}")
+        if header_digest and is_sha256(header_digest) and header_digest != digest:
+            raise DigestMismatch(
+                f"manifest {what}: registry says {header_digest}, bytes hash to {digest}",
+                expected=header_digest,
+                actual=digest,
+                received=len(body),
+            )
         media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
         try:
             declared = json.loads(body).get("mediaType")
@@ -318,10 +319,10 @@ class RegistryClient:
         without error.
         """
         what = f"blob {digest} of {self.name}/{repository}"
-        hasher = hashlib.sha256()
-        received = 0
+        verifier = Verifier(digest, size, what=what)
         breaks = 0
         while True:
+            received = verifier.received
             headers = {"Accept-Encoding": "identity"}  # the bytes the digest is of, not a re-encoding
             if received:
                 headers["Range"] = f"bytes={received}-"
@@ -340,26 +341,18 @@ class RegistryClient:
                         chunk, skip = chunk[skip:], max(0, skip - len(chunk))
                         if not chunk:
                             continue
-                    hasher.update(chunk)
-                    received += len(chunk)
-                    if size is not None and received > size:
-                        raise DigestMismatch(f"{what}: expected {size} bytes, received more")
-                    yield chunk
+                    yield verifier.update(chunk)
                 break
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 breaks += 1
                 if breaks > self._retries:
                     raise RegistryError(
-                        f"{what} cut off {breaks} times, the last after {received} bytes: {_short(exc)}"
+                        f"{what} cut off {breaks} times, the last after {verifier.received} bytes: {_short(exc)}"
                     ) from None
                 time.sleep(self._delay(breaks, None))
             finally:
                 resp.close()
-        if size is not None and received != size:
-            raise DigestMismatch(f"{what}: expected {size} bytes, received {received}")
-        actual = "sha256:" + hasher.hexdigest()
-        if actual != digest:
-            raise DigestMismatch(f"{what} hashes to {actual}")
+        verifier.finish()
 
     def get_blob(self, repository: str, digest: str, size: int | None = None) -> bytes:
         """A small blob (a config) in memory, verified; without `size`, at most CONFIG_LIMIT bytes."""
@@ -432,9 +425,9 @@ class RegistryClient:
             for f in opened:
                 f.close()
 
-    def push_blob(self, repository: str, data: bytes) -> str:
+    def push_blob(self, repository: str, data: bytes) -> Digest:
         """Upload a blob held in memory unless the registry has it; return its digest."""
-        digest = sha256_digest(data)
+        digest = Digest.of(data)
         if not self.has_blob(repository, digest):
             self.upload_blob(repository, digest, len(data), data)
         return digest
@@ -452,7 +445,7 @@ class RegistryClient:
         resp.close()
         return resp.headers.get("Docker-Content-Digest") if resp.status_code < 400 else None
 
-    def push_manifest(self, repository: str, reference: str, media_type: str, body: bytes) -> str:
+    def push_manifest(self, repository: str, reference: str, media_type: str, body: bytes) -> Digest:
         """Put a manifest or index under a tag (or its digest); return its digest."""
         resp = self._request(
             "PUT",
@@ -463,7 +456,7 @@ class RegistryClient:
             headers={"Content-Type": media_type},
         )
         resp.close()
-        return sha256_digest(body)
+        return Digest.of(body)
 
     def push_artifact(self, repository: str, digest: str, media_type: str, body: bytes) -> str | None:
         """Put a manifest that has a `subject` under its digest; return the answer's OCI-Subject header.
@@ -506,7 +499,7 @@ class RegistryClient:
             return None
         if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
             return None
-        return Manifest(index.get("mediaType") or OCI_INDEX, body, sha256_digest(body))
+        return Manifest(index.get("mediaType") or OCI_INDEX, body, Digest.of(body))
 
 
 def _is_refused_or_dns(exc: Exception) -> bool:

@@ -7,12 +7,11 @@ tarballs. Every file is named by its own digest (`layout.document_name`), like t
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from lambdaimages import layout
 from lambdaimages.catalog import Runtime
-from lambdaimages.errors import DigestMismatch
+from lambdaimages.digest import Digest, verify
 from lambdaimages.registry.client import RegistryClient
 from lambdaimages.snapshot.view import SnapshotView
 from lambdaimages.state import State
@@ -21,10 +20,8 @@ from lambdaimages.tools.files import atomic_file, link_or_copy
 
 def keep(out: Path, digest: str, data: bytes) -> None:
     """Put verified bytes into the documents cache (once: the name commits to the content)."""
-    actual = "sha256:" + hashlib.sha256(data).hexdigest()
-    if actual != digest:
-        raise DigestMismatch(f"document {digest} hashes to {actual}")
-    path = layout.documents_cache(out) / digest.removeprefix("sha256:")
+    verify(data, digest, f"document {digest}")
+    path = layout.documents_cache(out) / Digest(digest).hex
     if not path.is_file():
         with atomic_file(path) as f:
             f.write(data)
@@ -32,7 +29,7 @@ def keep(out: Path, digest: str, data: bytes) -> None:
 
 def cached(out: Path, digest: str) -> Path | None:
     """The cached bytes of an upstream document, or None when resolve has not kept them."""
-    path = layout.documents_cache(out) / digest.removeprefix("sha256:")
+    path = layout.documents_cache(out) / Digest(digest).hex
     return path if path.is_file() else None
 
 

@@ -9,7 +9,6 @@ is published (renamed) only after the blob digest and the diff_id matched.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import lzma
 import shutil
@@ -21,6 +20,7 @@ from typing import BinaryIO
 
 from lambdaimages import layout, output, platforms
 from lambdaimages.catalog import Runtime
+from lambdaimages.digest import Verifier
 from lambdaimages.errors import DigestMismatch, OutputError, ProjectError, RegistryError, label
 from lambdaimages.registry.client import RegistryClient
 from lambdaimages.snapshot.cache import LayerCache
@@ -229,12 +229,12 @@ class _Download:
 
     def run(self, client: RegistryClient, sink: BinaryIO | None = None, tar_sink: BinaryIO | None = None) -> None:
         layer, context = self.layer, self.context
-        diff_hasher = hashlib.sha256()
+        diff_verifier = Verifier(layer.diff_id, what="uncompressed layer", claimed_by="the config", context=context)
         unpack = zlib.decompressobj(wbits=31) if self.gzipped else None
 
         def consume(data: bytes) -> None:
             self.raw += len(data)
-            diff_hasher.update(data)
+            diff_verifier.update(data)
             if tar_sink is not None:
                 tar_sink.write(data)
             if self.xz is not None:
@@ -276,10 +276,7 @@ class _Download:
                 pass  # a download corrupted on the way fails the digest check: say that, not "not gzip"
             raise RegistryError(f"blob {layer.digest} is not valid gzip: {exc}", **context) from None
         self.progress.fetched()
-        diff_id = "sha256:" + diff_hasher.hexdigest()
-        if diff_id != layer.diff_id:
-            detail = f"uncompressed layer hashes to {diff_id}, the config says {layer.diff_id}"
-            raise DigestMismatch(detail, **context)
+        diff_verifier.finish()
         for done in (sink, tar_sink):
             if done is not None:
                 done.close()

@@ -36,8 +36,9 @@ from pathlib import Path
 import psutil
 
 from lambdaimages import layout, platforms
+from lambdaimages.digest import Digest
 from lambdaimages.inventory.tarscan import LayerScanner
-from lambdaimages.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient, sha256_digest
+from lambdaimages.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient
 from lambdaimages.testbed import ROOT, doit_command
 from lambdaimages.testbed import benchdata as data
 from lambdaimages.testbed.localregistry import LocalRegistry
@@ -131,11 +132,11 @@ def prepare_upstream(client: RegistryClient, cache: Path, scale: float = 1.0) ->
                 config = data.image_config(runtime, arch, [b.diff_id for b in built], version)
                 client.push_blob(runtime.repository, config)
                 body = data.image_manifest(config, built)
-                client.push_manifest(runtime.repository, sha256_digest(body), OCI_MANIFEST, body)
+                client.push_manifest(runtime.repository, Digest.of(body), OCI_MANIFEST, body)
                 manifests[arch] = body
                 images.setdefault(runtime.name, {}).setdefault(f"v{version}", {})[arch] = [s.key for s in specs_of]
             body = data.image_index(manifests)
-            digest = client.push_manifest(runtime.repository, sha256_digest(body), OCI_INDEX, body)
+            digest = client.push_manifest(runtime.repository, Digest.of(body), OCI_INDEX, body)
             index.setdefault(runtime.name, {})[f"v{version}"] = digest
     shutil.rmtree(blobs, ignore_errors=True)
     upstream = {

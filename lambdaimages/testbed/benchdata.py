@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lambdaimages import platforms
-from lambdaimages.registry.client import OCI_INDEX, OCI_MANIFEST, sha256_digest
+from lambdaimages.digest import Digest, Verifier
+from lambdaimages.registry.client import OCI_INDEX, OCI_MANIFEST
 from lambdaimages.testbed.samples import LAMBDA_ENV
 
 GENERATOR = "lambdaimages-bench-2"  # change it when the content changes: the cache is then rebuilt
@@ -237,7 +238,7 @@ def build_layer(spec: LayerSpec, folder: Path) -> BuiltLayer:
     sink = _GzipSink(tmp)
     write_layer_tar(spec, sink)
     sink.finish()
-    final = folder / f"{sink.digest.removeprefix('sha256:')}.gz"
+    final = folder / f"{Digest(sink.digest).hex}.gz"
     tmp.replace(final)
     return BuiltLayer(spec.key, sink.diff_id, sink.digest, sink.size, sink.uncompressed, str(final))
 
@@ -247,12 +248,19 @@ class _GzipSink(io.RawIOBase):
 
     def __init__(self, path: Path) -> None:
         self.file = open(path, "wb")
-        self.tar_hash, self.blob_hash = hashlib.sha256(), hashlib.sha256()
+        self.tar_hash, self.blob_hash = Verifier(), Verifier()
         self.gz = zlib.compressobj(6, zlib.DEFLATED, 31)
-        self.uncompressed = self.size = 0
 
     def writable(self) -> bool:
         return True
+
+    @property
+    def uncompressed(self) -> int:
+        return self.tar_hash.received
+
+    @property
+    def size(self) -> int:
+        return self.blob_hash.received
 
     def tell(self) -> int:
         return self.uncompressed
@@ -260,20 +268,17 @@ class _GzipSink(io.RawIOBase):
     def write(self, data) -> int:
         data = bytes(data)
         self.tar_hash.update(data)
-        self.uncompressed += len(data)
         self._out(self.gz.compress(data))
         return len(data)
 
     def _out(self, data: bytes) -> None:
-        self.blob_hash.update(data)
-        self.size += len(data)
-        self.file.write(data)
+        self.file.write(self.blob_hash.update(data))
 
     def finish(self) -> None:
         self._out(self.gz.flush())
         self.file.close()
-        self.diff_id = "sha256:" + self.tar_hash.hexdigest()
-        self.digest = "sha256:" + self.blob_hash.hexdigest()
+        self.diff_id = self.tar_hash.finish()
+        self.digest = self.blob_hash.finish()
 
 
 # -- images ------------------------------------------------------------------------------------------
@@ -300,7 +305,7 @@ def image_manifest(config: bytes, layers: list[BuiltLayer]) -> bytes:
     body = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": CONFIG_TYPE, "digest": sha256_digest(config), "size": len(config)},
+        "config": {"mediaType": CONFIG_TYPE, "digest": Digest.of(config), "size": len(config)},
         "layers": [{"mediaType": LAYER_TYPE, "digest": lay.digest, "size": lay.size} for lay in layers],
     }
     return json.dumps(body, indent=2).encode()
@@ -310,7 +315,7 @@ def image_index(manifests: dict[str, bytes]) -> bytes:
     entries = [
         {
             "mediaType": OCI_MANIFEST,
-            "digest": sha256_digest(body),
+            "digest": Digest.of(body),
             "size": len(body),
             "platform": {"architecture": platforms.get(arch).oci, "os": "linux"},
         }

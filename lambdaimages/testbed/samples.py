@@ -21,14 +21,8 @@ from functools import cache, cached_property
 from pathlib import Path
 
 from lambdaimages import platforms
-from lambdaimages.registry.client import (
-    DOCKER_LIST,
-    DOCKER_MANIFEST,
-    OCI_INDEX,
-    OCI_MANIFEST,
-    RegistryClient,
-    sha256_digest,
-)
+from lambdaimages.digest import Digest
+from lambdaimages.registry.client import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, RegistryClient
 from lambdaimages.testbed import ROOT
 
 BUSYBOX = Path("/usr/bin/busybox")  # Debian busybox-static: one static binary, runs in FROM-scratch images
@@ -105,7 +99,7 @@ class Layer:
 
     @cached_property
     def diff_id(self) -> str:
-        return sha256_digest(self.tar)
+        return Digest.of(self.tar)
 
     @cached_property
     def blob(self) -> bytes:
@@ -113,7 +107,7 @@ class Layer:
 
     @cached_property
     def digest(self) -> str:
-        return sha256_digest(self.blob)
+        return Digest.of(self.blob)
 
     def __repr__(self) -> str:
         return f"Layer(diff_id={self.diff_id!r}, size={len(self.tar)})"
@@ -186,7 +180,7 @@ class SampleImage:
 
     @property
     def config_digest(self) -> str:
-        return sha256_digest(self.config_bytes)
+        return Digest.of(self.config_bytes)
 
     def manifest(self, media_type: str = OCI_MANIFEST) -> bytes:
         """The image manifest, OCI or Docker v2 schema 2."""
@@ -416,7 +410,7 @@ def push_single(
         client.push_blob(repository, layer.blob)
     client.push_blob(repository, image.config_bytes)
     body = image.manifest(media_type)
-    return client.push_manifest(repository, reference or sha256_digest(body), media_type, body)
+    return client.push_manifest(repository, reference or Digest.of(body), media_type, body)
 
 
 def image_index(images: dict[str, SampleImage], index_type: str = OCI_INDEX) -> bytes:
@@ -426,7 +420,7 @@ def image_index(images: dict[str, SampleImage], index_type: str = OCI_INDEX) -> 
     for image in images.values():
         body = image.manifest(manifest_type)
         manifests.append(
-            {"mediaType": manifest_type, "digest": sha256_digest(body), "size": len(body), "platform": image.platform}
+            {"mediaType": manifest_type, "digest": Digest.of(body), "size": len(body), "platform": image.platform}
         )
     return json.dumps({"schemaVersion": 2, "mediaType": index_type, "manifests": manifests}, indent=2).encode()
 

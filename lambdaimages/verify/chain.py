@@ -7,12 +7,12 @@ named by them, in that order. Every link is checked on the files themselves: no 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lambdaimages import layout
+from lambdaimages.digest import Digest
 
 
 @dataclass
@@ -65,7 +65,7 @@ def _read(folder: Path, digest: str, kind: str, label: str, chain: Chain) -> dic
     except OSError as exc:
         chain.problems.append(f"{label}{name}: cannot be read: {exc.strerror}")
         return None
-    actual = "sha256:" + hashlib.sha256(data).hexdigest()
+    actual = Digest.of(data)
     if actual != digest:
         chain.problems.append(f"{label}{name}: hashes to {actual}, not to its name (upstream's {kind} digest)")
         return None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import json
 import lzma
 import time
@@ -29,7 +28,8 @@ from pathlib import Path
 from lambdaimages import engine, layout, output
 from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
-from lambdaimages.errors import EngineError
+from lambdaimages.digest import Digest, Reader, Verifier
+from lambdaimages.errors import DigestMismatch, EngineError
 from lambdaimages.state import State
 from lambdaimages.tools.dockerfile import Add, add_instructions
 from lambdaimages.tools.tree import CHUNK, Entry, diff_trees, layers_of_docker_save, merge_layers, open_tarball
@@ -153,16 +153,17 @@ def check_tarballs(
     for number, reader in enumerate(readers, 1):
         if not reader.path.is_file():
             continue
-        digest = reader.finish()
+        read = reader.finish()
         where = f"{arch}/{reader.path.name} (upstream layer {number})"
-        if digest is None and _is_lfs_pointer(reader.path):
+        if not read and _is_lfs_pointer(reader.path):
             problems.append(f"{where}: a Git LFS pointer, not the tarball: run `git lfs pull`")
             content_ok = False
-        elif digest is None:
+        elif not read:
             problems.append(f"{where}: cannot be decompressed: {reader.error}")
             content_ok = False
-        elif digest != reader.path.name.split(".", 1)[0]:
-            problems.append(f"{where}: decompresses to sha256 {digest}, which is not its name and upstream's diff_id")
+        elif reader.mismatch is not None:
+            actual = Digest(reader.mismatch.actual).hex
+            problems.append(f"{where}: decompresses to sha256 {actual}, which is not its name and upstream's diff_id")
             content_ok = False
     if not content_ok:
         upstream_tree, tree_error = None, None
@@ -221,16 +222,26 @@ def compare_adds(label: str, adds: list[Add], expected: list[str]) -> list[str]:
 
 
 class _LayerReader:
-    """A tarball read as its uncompressed layer tar, hashing every byte read; opened at the first read."""
+    """A tarball read as its uncompressed layer tar through a digest.Reader that expects its name; opened at
+    the first read.
+
+    A digest that is not the name ends the stream (the tree merge reading it sees a clean end) and is kept as
+    `mismatch`, for `check_tarballs` to report beside the other problems.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.name = str(path)  # what tree.merge_layers names in its errors
-        self.size = 0
         self.error: str | None = None
-        self._digest = hashlib.sha256()
-        self._stream = None
+        self.mismatch: DigestMismatch | None = None
+        self._verifier = Verifier(Digest.from_hex(path.name.split(".", 1)[0]), what=path.name)
+        self._stream: Reader | None = None
         self._done = False
+
+    @property
+    def size(self) -> int:
+        """The uncompressed bytes read so far."""
+        return self._verifier.received
 
     def read(self, size: int = -1) -> bytes:
         if self.error is not None:
@@ -239,28 +250,30 @@ class _LayerReader:
             return b""
         try:
             if self._stream is None:
-                self._stream = open_tarball(self.path)
+                self._stream = Reader(open_tarball(self.path), self._verifier)
             data = self._stream.read(size)
+        except DigestMismatch as exc:
+            self.mismatch = exc
+            self.close()
+            return b""
         except _READ_ERRORS as exc:
             self.error = str(exc) or type(exc).__name__
             self.close()
             raise
-        self._digest.update(data)
-        self.size += len(data)
         return data
 
-    def finish(self) -> str | None:
-        """Read what is left; the sha256 of the whole uncompressed tarball, or None if it cannot be read."""
+    def finish(self) -> bool:
+        """Read what is left; whether the whole tarball could be read (`mismatch` says if it is its name)."""
         if self.error is not None:
-            return None
+            return False
         try:
             while self.read(CHUNK):
                 pass
         except _READ_ERRORS:
-            return None
+            return False
         finally:
             self.close()
-        return self._digest.hexdigest()
+        return True
 
     def close(self) -> None:
         if self._stream is not None:
@@ -289,7 +302,7 @@ def check_identity(out: Path, runtime: Runtime, state: State) -> Check:
         problems.append(f"{tag} has ID {loaded}, not upstream's config digest {state.config_digest}")
     if problems:
         return Check("identity", FAIL, problems[0] + _more(problems), tuple(problems[:DETAILS]))
-    short = state.config_digest.removeprefix("sha256:")[:12]
+    short = Digest(state.config_digest).hex[:12]
     return Check("identity", PASS, f"{tag} ID {short} = upstream's config digest (manifest {state.manifest_digest})")
 
 

@@ -7,7 +7,6 @@ static ELF of 132 bytes, loaded as a one-layer image. This works for any engine,
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import json
 import struct
@@ -16,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from lambdaimages import engine, platforms
+from lambdaimages.digest import Digest
 from lambdaimages.errors import EngineError
 from lambdaimages.image.archive import docker_archive
 
@@ -74,7 +74,7 @@ def _layer(program: bytes) -> bytes:
 
 
 def _config(arch: str, layer: bytes) -> bytes:
-    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    diff_id = Digest.of(layer)
     config = {
         "architecture": platforms.get(arch).oci,
         "os": "linux",
