@@ -8,9 +8,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from lambdaimages.digest import Digest
 from lambdaimages.errors import RegistryError
 from lambdaimages.image import referrers
-from lambdaimages.registry.client import DOCKER_LIST, OCI_INDEX, OCI_MANIFEST, RegistryClient, sha256_digest
+from lambdaimages.registry.client import DOCKER_LIST, OCI_INDEX, OCI_MANIFEST, RegistryClient
 
 SUBJECT = referrers.Descriptor(OCI_MANIFEST, "sha256:" + "ab" * 32, 1234)
 SBOM = b'{"bomFormat": "CycloneDX", "specVersion": "1.6"}\n'
@@ -46,7 +47,7 @@ def test_the_artifact_is_an_oci_manifest_of_the_sbom_with_the_image_manifest_as_
         "layers": [
             {
                 "mediaType": "application/vnd.cyclonedx+json",
-                "digest": sha256_digest(SBOM),
+                "digest": Digest.of(SBOM),
                 "size": len(SBOM),
                 "annotations": {"org.opencontainers.image.title": "sbom.cdx.json"},
             }
@@ -54,9 +55,9 @@ def test_the_artifact_is_an_oci_manifest_of_the_sbom_with_the_image_manifest_as_
         "subject": {"mediaType": OCI_MANIFEST, "digest": SUBJECT.digest, "size": 1234},
     }
     assert "annotations" not in body  # no date: pushing again gives the same digest
-    assert artifact.digest == sha256_digest(artifact.manifest)
+    assert artifact.digest == Digest.of(artifact.manifest)
     assert artifact.descriptor == referrers.Descriptor(OCI_MANIFEST, artifact.digest, len(artifact.manifest))
-    assert artifact.blobs == ((referrers.empty_descriptor().digest, b"{}"), (sha256_digest(SBOM), sbom))
+    assert artifact.blobs == ((referrers.empty_descriptor().digest, b"{}"), (Digest.of(SBOM), sbom))
 
 
 def test_the_same_sbom_and_subject_give_the_same_bytes_and_another_sbom_another_digest(sbom, tmp_path):
@@ -146,7 +147,7 @@ class _FakeClient:
 
     def manifest_digest(self, repository, reference):
         body = self.manifests.get(reference)
-        return sha256_digest(body) if body is not None else None
+        return Digest.of(body) if body is not None else None
 
     def push_artifact(self, repository, digest, media_type, body):
         self.manifests[digest] = body
@@ -160,7 +161,7 @@ class _FakeClient:
     def push_manifest(self, repository, reference, media_type, body):
         self.manifests[reference] = body
         self.puts.append(reference)
-        return sha256_digest(body)
+        return Digest.of(body)
 
 
 def test_attach_on_a_registry_without_the_api_keeps_the_fallback_tag_and_a_second_attach_writes_nothing(sbom):
@@ -247,7 +248,7 @@ def test_the_local_registry_has_no_referrers_api_and_a_missing_tag_is_none(regis
             "layers": [],
         }
     ).encode()
-    digest = client.push_manifest("ref/none", sha256_digest(manifest), OCI_MANIFEST, manifest)
+    digest = client.push_manifest("ref/none", Digest.of(manifest), OCI_MANIFEST, manifest)
     assert client.referrers("ref/none", digest) is None
     assert client.find_manifest("ref/none", referrers.fallback_tag(digest)) is None
     assert client.find_manifest("ref/none", digest).body == manifest
