@@ -12,8 +12,9 @@ from doit.exceptions import TaskFailed
 from lambdaimages import engine, layout, output
 from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
-from lambdaimages.errors import EngineError, OutputError, ProjectError, PublishError, RenderError, UsageError
+from lambdaimages.errors import OutputError, ProjectError, PublishError, RenderError, UsageError
 from lambdaimages.image import load, push
+from lambdaimages.image import plan as image_plan
 from lambdaimages.inventory import images as inventories
 from lambdaimages.inventory import report
 from lambdaimages.publish import branches
@@ -178,27 +179,9 @@ def render_runtime(out: Path, runtime: Runtime) -> dict:
 _said_not_built: set[str] = set()
 
 
-def build_plan(out: Path, runtime: Runtime) -> tuple[Path, str, str] | None:
-    """(context folder, Dockerfile name, architecture) the engine can build, or None."""
-    arch = engine.native_arch()
-    if arch not in runtime.architectures:
-        return None
-    if arch == layout.default_arch(runtime.architectures):
-        return layout.runtime_dir(out, runtime.name), f"Dockerfile.{runtime.name}", arch
-    return layout.arch_dir(out, runtime.name, arch), f"Dockerfile.{runtime.name}", arch
-
-
-def build_inputs(out: Path, runtime: Runtime) -> dict | None:
-    plan = build_plan(out, runtime)
-    if plan is None:
-        return None
-    context, dockerfile, _ = plan
-    return fingerprint.build_context(context, dockerfile)
-
-
 @one_line_errors
 def build_runtime(out: Path, runtime: Runtime) -> dict:
-    plan = build_plan(out, runtime)
+    plan = image_plan.build_plan(out, runtime)
     native = engine.native_arch()
     others = [a for a in runtime.architectures if a != native]
     if others and native not in _said_not_built:
@@ -207,11 +190,10 @@ def build_runtime(out: Path, runtime: Runtime) -> dict:
     if plan is None:
         output.say(f"{runtime.name}: no {native} image in the catalog; nothing to build")
         return {"inputs": None, "image_id": None}
-    context, dockerfile, arch = plan
-    image = engine.build(context, dockerfile, layout.local_tag(runtime.name), runtime=runtime.name)
-    output.say(f"{runtime.name}: built {layout.local_tag(runtime.name)} ({arch}) {image}")
+    image = engine.build(plan.context, plan.dockerfile, layout.local_tag(runtime.name), runtime=runtime.name)
+    output.say(f"{runtime.name}: built {layout.local_tag(runtime.name)} ({plan.arch}) {image}")
     output.count("built", images=1)
-    return {"inputs": build_inputs(out, runtime), "image_id": image}
+    return {"inputs": image_plan.build_inputs(out, runtime), "image_id": image}
 
 
 def image_current(out: Path, runtime: Runtime):
@@ -221,7 +203,7 @@ def image_current(out: Path, runtime: Runtime):
         if "inputs" not in values:
             return False
         try:
-            if values["inputs"] != build_inputs(out, runtime):
+            if values["inputs"] != image_plan.build_inputs(out, runtime):
                 return False
             return values["image_id"] is None or engine.image_id(layout.local_tag(runtime.name)) == values["image_id"]
         except (OSError, ProjectError):
@@ -389,7 +371,7 @@ def verify_runtime(out: Path, catalog, runtime: Runtime):
     """
     from lambdaimages.verify import checks, inputs, reports
 
-    _missing_images(out, runtime)
+    image_plan.build_missing(out, runtime)
     made_from = inputs.gather(out, runtime)
     result = checks.verify_runtime(out, runtime)
     reports.record(out, result, made_from)
@@ -398,25 +380,6 @@ def verify_runtime(out: Path, catalog, runtime: Runtime):
     if result.failed:
         return TaskFailed(result.failure_message())
     return {"inputs": made_from}
-
-
-def _missing_images(out: Path, runtime: Runtime) -> None:
-    """Build `<rt>:local` and load `<rt>:<arch>` when the engine lacks them, from the snapshot on disk as it is.
-
-    An image that is there is checked as it is (never rebuilt); a failure here shows as the checks' failure.
-    """
-    plan = build_plan(out, runtime)
-    try:
-        if plan is not None and engine.image_id(layout.local_tag(runtime.name)) is None:
-            context, dockerfile, _ = plan
-            if (context / dockerfile).is_file():
-                engine.build(context, dockerfile, layout.local_tag(runtime.name), runtime=runtime.name)
-        for arch in runtime.architectures:
-            if engine.image_id(layout.loaded_tag(runtime.name, arch)) is None:
-                if states_on_disk.read_or_none(out, runtime.name, arch) is not None:
-                    load.load(out, runtime, arch)
-    except (OutputError, EngineError) as exc:
-        output.say(f"{runtime.name}: {exc}")
 
 
 def verification_current(out: Path, runtime: Runtime):

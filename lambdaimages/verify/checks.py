@@ -30,6 +30,7 @@ from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
 from lambdaimages.digest import Digest, Reader, Verifier
 from lambdaimages.errors import DigestMismatch, EngineError
+from lambdaimages.image import plan
 from lambdaimages.state import State
 from lambdaimages.tools.dockerfile import Add, add_instructions
 from lambdaimages.tools.tree import CHUNK, Entry, diff_trees, layers_of_docker_save, merge_layers, open_tarball
@@ -66,11 +67,11 @@ def verify_runtime(out: Path, runtime: Runtime, image: str | None = None) -> Run
     Raises:
         EngineError: the engine does not answer.
     """
-    native = engine.native_arch()
+    built = plan.built_arch(runtime)
     results = []
     for arch in runtime.architectures:
-        subject = (image or layout.local_tag(runtime.name)) if arch == native else layout.loaded_tag(runtime.name, arch)
-        results.append(_verify_arch(out, runtime, arch, subject, emulated=arch != native))
+        subject = plan.checked_image(runtime, arch, image)
+        results.append(_verify_arch(out, runtime, arch, subject, emulated=arch != built))
     return RuntimeResult(runtime.name, tuple(results))
 
 

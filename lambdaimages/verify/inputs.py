@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lambdaimages import engine, layout
 from lambdaimages.catalog import Runtime, Smoke
+from lambdaimages.image import plan
 from lambdaimages.snapshot import fingerprint
 
 VERSION = 2  # part of every verification's inputs: a change of what the checks prove reruns them all
@@ -20,8 +21,7 @@ def gather(out: Path, runtime: Runtime) -> dict:
     The image id of `<rt>:local` (if the engine builds one of its architectures) and of every `<rt>:<arch>`,
     the snapshot (state files, documents, Dockerfiles, the identity of every tarball), the smoke test and its files.
     """
-    native = engine.native_arch()
-    image_id = engine.image_id(layout.local_tag(runtime.name)) if native in runtime.architectures else None
+    image_id = plan.built_image_id(runtime)
     loaded = {arch: engine.image_id(layout.loaded_tag(runtime.name, arch)) for arch in runtime.architectures}
     return {
         "version": VERSION,
