@@ -20,7 +20,8 @@ from lambdaimages.catalog import Runtime
 from lambdaimages.digest import Digest
 from lambdaimages.errors import ProjectError, UsageError
 from lambdaimages.image import push
-from lambdaimages.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient
+from lambdaimages.mediatypes import OCI_INDEX, OCI_MANIFEST
+from lambdaimages.registry.client import RegistryClient
 from lambdaimages.tasks import actions
 from lambdaimages.testbed import ROOT, doit_command, samples
 from lambdaimages.testbed.localregistry import LocalRegistry

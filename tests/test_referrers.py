@@ -11,7 +11,8 @@ import pytest
 from lambdaimages.digest import Digest
 from lambdaimages.errors import RegistryError
 from lambdaimages.image import referrers
-from lambdaimages.registry.client import DOCKER_LIST, OCI_INDEX, OCI_MANIFEST, RegistryClient
+from lambdaimages.mediatypes import DOCKER_LIST, OCI_INDEX, OCI_MANIFEST
+from lambdaimages.registry.client import RegistryClient
 
 SUBJECT = referrers.Descriptor(OCI_MANIFEST, "sha256:" + "ab" * 32, 1234)
 SBOM = b'{"bomFormat": "CycloneDX", "specVersion": "1.6"}\n'

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lambdaimages.registry.client import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, RegistryClient
+from lambdaimages.mediatypes import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+from lambdaimages.registry.client import RegistryClient
 from lambdaimages.testbed.samples import (
     MTIME,
     NO_API_MESSAGE,

@@ -22,7 +22,8 @@ from lambdaimages.catalog import Runtime
 from lambdaimages.digest import Digest, Verifier, is_sha256
 from lambdaimages.errors import UsageError
 from lambdaimages.image import referrers
-from lambdaimages.registry.client import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, RegistryClient
+from lambdaimages.mediatypes import OCI_INDEX, OCI_MANIFEST, gzip_layer_for, index_for
+from lambdaimages.registry.client import RegistryClient
 from lambdaimages.snapshot import documents
 from lambdaimages.snapshot.cache import LayerCache
 from lambdaimages.snapshot.view import SnapshotView
@@ -31,11 +32,6 @@ from lambdaimages.tools.files import atomic_file
 
 CHUNK = 1 << 20
 GZIP_LEVEL = 6
-GZIP_LAYER = {
-    DOCKER_MANIFEST: "application/vnd.docker.image.rootfs.diff.tar.gzip",
-    OCI_MANIFEST: "application/vnd.oci.image.layer.v1.tar+gzip",
-}
-INDEX_FOR = {DOCKER_MANIFEST: DOCKER_LIST, OCI_MANIFEST: OCI_INDEX}
 PUSH_RECORDS = ".push"
 
 
@@ -149,9 +145,7 @@ def _manifest_and_blobs(out: Path, runtime: Runtime, state: State) -> tuple[byte
     layers = []
     for layer, tarball in zip(state.layers, tarballs, strict=True):
         digest, size, path = gzip_for_push(out, layer.diff_id, tarball)
-        layers.append(
-            {"mediaType": GZIP_LAYER.get(media_type, GZIP_LAYER[OCI_MANIFEST]), "size": size, "digest": digest}
-        )
+        layers.append({"mediaType": gzip_layer_for(media_type), "size": size, "digest": digest})
         blobs.append((digest, path))
     body["layers"] = layers
     return json.dumps(body, indent=3).encode(), media_type, blobs
@@ -219,7 +213,7 @@ def _index(out: Path, runtime: Runtime, states: dict[str, State], entries: list)
             "os": state.config.get("os", "linux"),
         }
         manifests.append({"mediaType": media_type, "digest": digest, "size": size, "platform": platform})
-    index_type = INDEX_FOR.get(entries[0][2], OCI_INDEX)
+    index_type = index_for(entries[0][2])
     body = {"schemaVersion": 2, "mediaType": index_type, "manifests": manifests}
     return json.dumps(body, indent=3).encode(), index_type, False
 

@@ -18,10 +18,9 @@ from pathlib import Path
 
 from lambdaimages.digest import Digest, Verifier
 from lambdaimages.errors import RegistryError
-from lambdaimages.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient
+from lambdaimages.mediatypes import CYCLONEDX, EMPTY, OCI_INDEX, OCI_MANIFEST
+from lambdaimages.registry.client import RegistryClient
 
-CYCLONEDX = "application/vnd.cyclonedx+json"
-EMPTY = "application/vnd.oci.empty.v1+json"
 EMPTY_BLOB = b"{}"
 TITLE = "org.opencontainers.image.title"
 CHUNK = 1 << 20

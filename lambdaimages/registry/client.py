@@ -15,17 +15,9 @@ from typing import ClassVar
 
 import requests
 
+from lambdaimages import mediatypes
 from lambdaimages.digest import Digest, Verifier, is_sha256
 from lambdaimages.errors import DigestMismatch, RegistryError, RegistryUnreachable
-
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
-MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
-# distribution 2.8 answers 404 for an OCI index unless its type is accepted too.
-ACCEPT = ", ".join(INDEX_TYPES + MANIFEST_TYPES)
 
 CHUNK = 1 << 20
 RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -285,7 +277,7 @@ class RegistryClient:
             f"/v2/{repository}/manifests/{reference}",
             scope=f"repository:{repository}:pull",
             what=what,
-            headers={"Accept": ACCEPT},
+            headers={"Accept": mediatypes.ACCEPT},
             stream=True,
             accept_status=(404,) if missing_ok else (),
         )
@@ -439,7 +431,7 @@ class RegistryClient:
             f"/v2/{repository}/manifests/{reference}",
             scope=f"repository:{repository}:pull,push",
             what=f"manifest {self.name}/{repository}:{reference}",
-            headers={"Accept": ACCEPT},
+            headers={"Accept": mediatypes.ACCEPT},
             accept_status=(404,),
         )
         resp.close()
@@ -485,7 +477,7 @@ class RegistryClient:
             f"/v2/{repository}/referrers/{digest}",
             scope=f"repository:{repository}:pull",
             what=what,
-            headers={"Accept": OCI_INDEX},
+            headers={"Accept": mediatypes.OCI_INDEX},
             stream=True,
             accept_status=(404,),
         )
@@ -499,7 +491,7 @@ class RegistryClient:
             return None
         if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
             return None
-        return Manifest(index.get("mediaType") or OCI_INDEX, body, Digest.of(body))
+        return Manifest(index.get("mediaType") or mediatypes.OCI_INDEX, body, Digest.of(body))
 
 
 def _is_refused_or_dns(exc: Exception) -> bool:

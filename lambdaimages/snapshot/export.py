@@ -18,13 +18,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from lambdaimages import layout, output, platforms
+from lambdaimages import layout, mediatypes, output, platforms
 from lambdaimages.catalog import Runtime
 from lambdaimages.digest import Verifier
 from lambdaimages.errors import DigestMismatch, OutputError, ProjectError, RegistryError, label
 from lambdaimages.registry.client import RegistryClient
 from lambdaimages.snapshot.cache import LayerCache
-from lambdaimages.snapshot.resolve import GZIP_TYPES
 from lambdaimages.snapshot.view import SnapshotView
 from lambdaimages.state import Layer, State
 from lambdaimages.tools import xzblocks
@@ -216,7 +215,7 @@ class _Download:
 
     def __init__(self, runtime: Runtime, layer: Layer, context: dict[str, str], dest: BinaryIO, spool: Path) -> None:
         self.runtime, self.layer, self.context, self.dest = runtime, layer, context, dest
-        self.gzipped = layer.media_type in GZIP_TYPES
+        self.gzipped = mediatypes.layer_compression(layer.media_type) == "gzip"
         self.progress = _Progress(label(**context), layer.size)
         self.began = time.monotonic()
         self.raw = 0

@@ -6,20 +6,13 @@ import json
 import threading
 from pathlib import Path
 
-from lambdaimages import platforms
+from lambdaimages import mediatypes, platforms
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import RegistryError
 from lambdaimages.registry import credentials
-from lambdaimages.registry.client import INDEX_TYPES, MANIFEST_TYPES, RegistryClient, client_settings
+from lambdaimages.registry.client import RegistryClient, client_settings
 from lambdaimages.snapshot import documents
 from lambdaimages.state import Layer, State
-
-GZIP_TYPES = (
-    "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.docker.image.rootfs.diff.tar.gzip",
-)
-TAR_TYPES = ("application/vnd.oci.image.layer.v1.tar",)
-LAYER_TYPES = GZIP_TYPES + TAR_TYPES
 
 _clients: dict[str, RegistryClient] = {}
 _clients_lock = threading.Lock()
@@ -75,7 +68,7 @@ def _resolve(
     top = client.get_manifest(runtime.repository, runtime.reference)
     fetched[top.digest] = top.body
     index_digest = None
-    if top.media_type in INDEX_TYPES:
+    if mediatypes.is_index(top.media_type):
         index_digest = top.digest
         if previous is not None and previous.index_digest == index_digest:
             return previous
@@ -85,7 +78,7 @@ def _resolve(
             for m in entries
             if (m.get("platform") or {}).get("architecture") == platform
             and (m.get("platform") or {}).get("os") == "linux"
-            and m.get("mediaType", MANIFEST_TYPES[0]) in MANIFEST_TYPES
+            and mediatypes.is_manifest(m.get("mediaType", mediatypes.OCI_MANIFEST))
         ]
         if not matches:
             offered = sorted(
@@ -95,7 +88,7 @@ def _resolve(
             raise RegistryError(f"no linux/{platform} image in the index (it offers {', '.join(offered) or 'none'})")
         manifest = client.get_manifest(runtime.repository, matches[0]["digest"])
         fetched[manifest.digest] = manifest.body
-    elif top.media_type in MANIFEST_TYPES:
+    elif mediatypes.is_manifest(top.media_type):
         manifest = top
     else:
         raise RegistryError(f"unsupported manifest type {top.media_type!r}")
@@ -117,7 +110,7 @@ def _resolve(
     if len(diff_ids) != len(layers):
         raise RegistryError(f"manifest lists {len(layers)} layers but the config has {len(diff_ids)} diff_ids")
     for layer in layers:
-        if layer.get("mediaType") not in LAYER_TYPES:
+        if not mediatypes.is_layer(layer.get("mediaType")):
             raise RegistryError(f"layer {layer.get('digest')} has unsupported media type {layer.get('mediaType')!r}")
     return State(
         runtime=runtime.name,

@@ -38,7 +38,8 @@ import psutil
 from lambdaimages import layout, platforms
 from lambdaimages.digest import Digest
 from lambdaimages.inventory.tarscan import LayerScanner
-from lambdaimages.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient
+from lambdaimages.mediatypes import OCI_INDEX, OCI_MANIFEST
+from lambdaimages.registry.client import RegistryClient
 from lambdaimages.testbed import ROOT, doit_command
 from lambdaimages.testbed import benchdata as data
 from lambdaimages.testbed.localregistry import LocalRegistry

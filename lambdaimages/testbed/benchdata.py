@@ -27,15 +27,15 @@ from pathlib import Path
 
 from lambdaimages import platforms
 from lambdaimages.digest import Digest, Verifier
-from lambdaimages.registry.client import OCI_INDEX, OCI_MANIFEST
+from lambdaimages.mediatypes import OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST
 from lambdaimages.testbed.samples import LAMBDA_ENV
 
 GENERATOR = "lambdaimages-bench-2"  # change it when the content changes: the cache is then rebuilt
 MB = 1_000_000
 MTIME = 1704067200
 ARCHES = platforms.NAMES
-LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
-CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
+LAYER_TYPE = OCI_LAYER_GZIP
+CONFIG_TYPE = OCI_CONFIG
 TAG = "latest"
 VERSION_LABEL = "com.amazonaws.lambda.platform.version"  # "<runtime>-<version>" on every image of the set
 

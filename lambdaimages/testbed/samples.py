@@ -22,7 +22,8 @@ from pathlib import Path
 
 from lambdaimages import platforms
 from lambdaimages.digest import Digest
-from lambdaimages.registry.client import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, RegistryClient
+from lambdaimages.mediatypes import OCI_INDEX, OCI_MANIFEST, config_for, gzip_layer_for, is_index, manifest_for
+from lambdaimages.registry.client import RegistryClient
 from lambdaimages.testbed import ROOT
 
 BUSYBOX = Path("/usr/bin/busybox")  # Debian busybox-static: one static binary, runs in FROM-scratch images
@@ -35,15 +36,6 @@ CREATED = "2024-01-01T00:00:00Z"
 NO_API_MESSAGE = "AWS_LAMBDA_RUNTIME_API is not set and this sample image has no emulator"
 TRICKY_VALUE = "two  spaces 'single' \"double\" $HOME a=b back\\slash"
 
-_MEDIA_TYPES = {
-    # manifest type -> (config type, layer type)
-    OCI_MANIFEST: ("application/vnd.oci.image.config.v1+json", "application/vnd.oci.image.layer.v1.tar+gzip"),
-    DOCKER_MANIFEST: (
-        "application/vnd.docker.container.image.v1+json",
-        "application/vnd.docker.image.rootfs.diff.tar.gzip",
-    ),
-}
-_MANIFEST_FOR_INDEX = {OCI_INDEX: OCI_MANIFEST, DOCKER_LIST: DOCKER_MANIFEST}
 _SAFE_WORD = re.compile(r"[A-Za-z0-9._-]+")
 
 
@@ -184,7 +176,7 @@ class SampleImage:
 
     def manifest(self, media_type: str = OCI_MANIFEST) -> bytes:
         """The image manifest, OCI or Docker v2 schema 2."""
-        config_type, layer_type = _MEDIA_TYPES[media_type]
+        config_type, layer_type = config_for(media_type), gzip_layer_for(media_type)
         body = {
             "schemaVersion": 2,
             "mediaType": media_type,
@@ -443,10 +435,9 @@ def push_image(
 
 
 def _manifest_type(index_type: str) -> str:
-    try:
-        return _MANIFEST_FOR_INDEX[index_type]
-    except KeyError:
-        raise ValueError(f"not an index media type: {index_type!r}") from None
+    if not is_index(index_type):
+        raise ValueError(f"not an index media type: {index_type!r}")
+    return manifest_for(index_type)
 
 
 # -- package databases for the demo's inventories ---------------------------------------------------
