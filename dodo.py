@@ -15,7 +15,7 @@ from lambdaimages.errors import ProjectError
 from lambdaimages.inventory import images as inventories
 from lambdaimages.publish import branches
 from lambdaimages.snapshot import render
-from lambdaimages.tasks import actions, database
+from lambdaimages.tasks import actions, database, uptodate
 from lambdaimages.tasks.reporter import Reporter
 from lambdaimages.testbed import demo  # the demo task's test bed; the product never imports it
 from lambdaimages.tools import files
@@ -71,7 +71,7 @@ def task_export():
             "name": rt.name,
             "actions": [(actions.export_runtime, [OUT, rt])],
             "file_dep": actions.state_files(OUT, rt),
-            "uptodate": [actions.snapshot_unchanged(OUT, rt), config_changed(actions.export_settings(rt))],
+            "uptodate": [uptodate.SnapshotUnchanged(OUT, rt), config_changed(actions.export_settings(rt))],
             **SHOWN,
         }
 
@@ -123,7 +123,7 @@ def task_load():
             "name": rt.name,
             "actions": [(actions.load_runtime, [OUT, rt])],
             "task_dep": [f"snapshot:{rt.name}"],
-            "uptodate": [actions.images_loaded(OUT, rt)],
+            "uptodate": [uptodate.ImagesLoaded(OUT, rt)],
             **SHOWN,
         }
 
@@ -135,7 +135,7 @@ def task_build():
             "name": rt.name,
             "actions": [(actions.build_runtime, [OUT, rt])],
             "task_dep": [f"snapshot:{rt.name}", f"load:{rt.name}"],
-            "uptodate": [actions.image_current(OUT, rt)],
+            "uptodate": [uptodate.ImageCurrent(OUT, rt)],
             "clean": [(actions.clean_image, [rt])],
             **SHOWN,
         }
@@ -209,7 +209,7 @@ def task_verify():
             "name": rt.name,
             "actions": [(actions.verify_runtime, [OUT, CATALOG, rt])],
             "task_dep": [f"build:{rt.name}"] if after else [],
-            "uptodate": [actions.verification_current(OUT, rt)],
+            "uptodate": [uptodate.VerificationCurrent(OUT, rt)],
             "teardown": [(actions.verify_report, [OUT, CATALOG])],
             **SHOWN,
         }

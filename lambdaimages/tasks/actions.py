@@ -1,4 +1,4 @@
-"""The actions and up-to-date checks behind dodo.py's tasks, one function per pipeline step."""
+"""The actions behind dodo.py's tasks, one function per pipeline step (their up-to-date checks: `uptodate`)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from lambdaimages.image import plan as image_plan
 from lambdaimages.inventory import images as inventories
 from lambdaimages.inventory import report
 from lambdaimages.publish import branches
-from lambdaimages.snapshot import documents, export, fingerprint, render, resolve
+from lambdaimages.snapshot import documents, export, render, resolve
 from lambdaimages.snapshot.view import SnapshotView
 
 
@@ -86,7 +86,7 @@ def export_settings(runtime: Runtime) -> dict:
 
 
 @one_line_errors
-def export_runtime(out: Path, runtime: Runtime) -> dict:
+def export_runtime(out: Path, runtime: Runtime) -> None:
     client = resolve.client_for(runtime.registry)
     states = SnapshotView(out, runtime).states()
     loads = load.FromDownloads(out, runtime, states)
@@ -97,16 +97,14 @@ def export_runtime(out: Path, runtime: Runtime) -> dict:
         export.fetch(runtime, states, out, client, blob_sink=loads.sink, tar_sink=_facts_writer(out))
         for state in states.values():
             documents.fetch_missing(out, state, client)
-        written = []
         for arch, state in states.items():
-            written += export.export(runtime, arch, state, out, client)
-        written += documents.place(out, runtime, states)
+            export.export(runtime, arch, state, out, client)
+        documents.place(out, runtime, states)
         export.drop_other_architectures(out, runtime)
     except BaseException:
         loads.abort()
         raise
     loads.finish()
-    return {"files": fingerprint.files(written)}
 
 
 def _facts_writer(out: Path):
@@ -114,17 +112,6 @@ def _facts_writer(out: Path):
         return inventories.FactsWriter(out, layer)
 
     return sink
-
-
-def snapshot_unchanged(out: Path, runtime: Runtime):
-    """doit uptodate check: every tarball and upstream document is still the file the last export left."""
-
-    def check(task, values) -> bool:
-        saved = values.get("files")
-        paths = fingerprint.exported_files(out, runtime)
-        return bool(saved) and bool(paths) and saved == fingerprint.files(paths)
-
-    return check
 
 
 # -- inventory -----------------------------------------------------------------------------
@@ -180,7 +167,7 @@ _said_not_built: set[str] = set()
 
 
 @one_line_errors
-def build_runtime(out: Path, runtime: Runtime) -> dict:
+def build_runtime(out: Path, runtime: Runtime) -> None:
     plan = image_plan.build_plan(out, runtime)
     native = engine.native_arch()
     others = [a for a in runtime.architectures if a != native]
@@ -189,27 +176,10 @@ def build_runtime(out: Path, runtime: Runtime) -> dict:
         output.say(f"The engine is {native}: Dockerfile builds are {native} only; every architecture is loaded.")
     if plan is None:
         output.say(f"{runtime.name}: no {native} image in the catalog; nothing to build")
-        return {"inputs": None, "image_id": None}
+        return
     image = engine.build(plan.context, plan.dockerfile, layout.local_tag(runtime.name), runtime=runtime.name)
     output.say(f"{runtime.name}: built {layout.local_tag(runtime.name)} ({plan.arch}) {image}")
     output.count("built", images=1)
-    return {"inputs": image_plan.build_inputs(out, runtime), "image_id": image}
-
-
-def image_current(out: Path, runtime: Runtime):
-    """doit uptodate check: same Dockerfile and tarballs as the last build, and its image still tagged."""
-
-    def check(task, values) -> bool:
-        if "inputs" not in values:
-            return False
-        try:
-            if values["inputs"] != image_plan.build_inputs(out, runtime):
-                return False
-            return values["image_id"] is None or engine.image_id(layout.local_tag(runtime.name)) == values["image_id"]
-        except (OSError, ProjectError):
-            return False
-
-    return check
 
 
 # -- load ----------------------------------------------------------------------------------
@@ -225,18 +195,6 @@ def load_runtime(out: Path, runtime: Runtime) -> dict:
         output.say(f"{runtime.name}: loaded {layout.loaded_tag(runtime.name, arch)} {image} (upstream's config digest)")
         output.count("loaded", images=1)
     return {}
-
-
-def images_loaded(out: Path, runtime: Runtime):
-    """doit uptodate check: every architecture's `<rt>:<arch>` is the image of the snapshot's config."""
-
-    def check(task, values) -> bool:
-        try:
-            return all(load.is_loaded(out, runtime, arch) for arch in runtime.architectures)
-        except (OSError, ProjectError):
-            return False
-
-    return check
 
 
 # -- push ----------------------------------------------------------------------------------
@@ -379,22 +337,7 @@ def verify_runtime(out: Path, catalog, runtime: Runtime):
     output.count("verified", runtimes=1)
     if result.failed:
         return TaskFailed(result.failure_message())
-    return {"inputs": made_from}
-
-
-def verification_current(out: Path, runtime: Runtime):
-    """doit uptodate check: same image and snapshot as the last successful verification."""
-    from lambdaimages.verify import inputs
-
-    def check(task, values) -> bool:
-        if "inputs" not in values:
-            return False
-        try:
-            return values["inputs"] == inputs.gather(out, runtime)
-        except (OSError, ProjectError):
-            return False
-
-    return check
+    return None
 
 
 _reported: set[Path] = set()
