@@ -43,6 +43,21 @@ def test_paths_of_a_snapshot(tmp_path):
     assert gzip.cached_tarball(state.layers[0]) == tmp_path / ".cache/gzip" / f"{'a' * 64}.tar.gz"
 
 
+def test_documents_by_digest_and_the_dockerfile_each_architecture_builds_from(tmp_path):
+    view = SnapshotView(tmp_path, RUNTIME)
+    rt = tmp_path / "python3.12"
+    assert view.document("arm64", "sha256:" + "d" * 64, "manifest") == rt / "arm64" / f"{'d' * 64}.manifest.json"
+    assert view.document("arm64", "sha256:" + "e" * 64, "index") == rt / f"{'e' * 64}.index.json"
+    assert view.dockerfiles() == [
+        rt / "Dockerfile.python3.12",
+        *(rt / a / "Dockerfile.python3.12" for a in ("x86_64", "arm64")),
+    ]
+    assert view.build_dockerfile("x86_64") == rt / "Dockerfile.python3.12"  # the one users build
+    assert view.build_dockerfile("arm64") == rt / "arm64" / "Dockerfile.python3.12"
+    arm_only = SnapshotView(tmp_path, dataclasses.replace(RUNTIME, architectures=("arm64",)))
+    assert arm_only.build_dockerfile("arm64") == rt / "Dockerfile.python3.12"
+
+
 def test_it_is_a_value(tmp_path):
     assert SnapshotView(str(tmp_path), RUNTIME) == SnapshotView(tmp_path, RUNTIME)
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -80,17 +80,22 @@ class SnapshotView:
 
     # -- upstream's documents ----------------------------------------------------------------------
 
+    def document(self, arch: str, digest: str, kind: str) -> Path:
+        """Upstream's document `digest` of `kind`: an index in `<rt>/`, a manifest or config in `<rt>/<arch>/`."""
+        folder = self.folder if kind == "index" else self.arch_folder(arch)
+        return folder / layout.document_name(digest, kind)
+
     def manifest_file(self, state: State) -> Path:
-        return self.arch_folder(state.architecture) / layout.document_name(state.manifest_digest, "manifest")
+        return self.document(state.architecture, state.manifest_digest, "manifest")
 
     def config_file(self, state: State) -> Path:
-        return self.arch_folder(state.architecture) / layout.document_name(state.config_digest, "config")
+        return self.document(state.architecture, state.config_digest, "config")
 
     def index_file(self, state: State) -> Path | None:
         """Upstream's index, in `<rt>/`; None when the tag named a manifest."""
         if not state.index_digest:
             return None
-        return self.folder / layout.document_name(state.index_digest, "index")
+        return self.document(state.architecture, state.index_digest, "index")
 
     def documents(self, state: State) -> list[Path]:
         """A state's documents: manifest and config in `<rt>/<arch>/`, the index (if any) in `<rt>/`."""
@@ -102,6 +107,15 @@ class SnapshotView:
     def dockerfile(self, arch: str | None = None) -> Path:
         """`<rt>/Dockerfile.<rt>` (the default build) or `<rt>/<arch>/Dockerfile.<rt>`."""
         return layout.dockerfile(self.out, self.runtime.name, arch)
+
+    def dockerfiles(self) -> list[Path]:
+        """Every Dockerfile of the snapshot: the top-level one, then each architecture's."""
+        return [self.dockerfile(), *(self.dockerfile(arch) for arch in self.runtime.architectures)]
+
+    def build_dockerfile(self, arch: str) -> Path:
+        """The Dockerfile that builds `arch`, its folder the build context: the top-level one (what users
+        build) for the default architecture, `<arch>/Dockerfile.<rt>` for the others."""
+        return self.dockerfile(None if arch == layout.default_arch(self.runtime.architectures) else arch)
 
     @property
     def dockerignore(self) -> Path:

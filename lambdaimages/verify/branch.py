@@ -20,6 +20,7 @@ from lambdaimages.catalog import Runtime
 from lambdaimages.commit_message import CommitMessage
 from lambdaimages.errors import BranchError, EngineError
 from lambdaimages.image.archive import docker_archive
+from lambdaimages.snapshot.view import SnapshotView
 from lambdaimages.state import Layer, State
 from lambdaimages.verify import checks
 from lambdaimages.verify.chain import follow
@@ -92,8 +93,9 @@ def verify_clone(clone: Path, manifest: str | None = None) -> tuple[RuntimeResul
 
 
 def _verify_arch(out: Path, runtime: Runtime, arch: str, digest: str, found: Anchors, native: str) -> ArchResult:
-    folder = layout.arch_dir(out, runtime.name, arch)
-    chain = follow(folder, digest, f"{arch}/")
+    snapshot = SnapshotView(out, runtime)
+    folder = snapshot.arch_folder(arch)
+    chain = follow(snapshot, arch, digest)
     if chain.config is None:
         failed = Check("identity", FAIL, chain.problems[0], tuple(chain.problems))
         skipped = [Check(n, SKIPPED, "upstream's config is not in the clone") for n in CHECKS]
@@ -113,7 +115,7 @@ def _verify_arch(out: Path, runtime: Runtime, arch: str, digest: str, found: Anc
     problems = list(chain.problems)
     loaded = None
     if tarballs.status == PASS:
-        loaded = _load(folder, runtime, state, problems)
+        loaded = _load(snapshot, state, problems)
     if problems:
         identity = Check("identity", FAIL, problems[0], tuple(problems))
     elif loaded is None:
@@ -147,12 +149,12 @@ def _verify_arch(out: Path, runtime: Runtime, arch: str, digest: str, found: Anc
     return ArchResult(runtime.name, arch, (tarballs, identity, tree, config, invoke), tuple(notes), tag, image)
 
 
-def _load(folder: Path, runtime: Runtime, state: State, problems: list[str]) -> str | None:
-    config = folder / layout.document_name(state.config_digest, "config")
-    tarballs = [folder / layer.tarball(runtime.extension) for layer in state.layers]
-    tag = f"{TAG_PREFIX}/{runtime.name}:{state.architecture}"
+def _load(snapshot: SnapshotView, state: State, problems: list[str]) -> str | None:
+    config = snapshot.config_file(state)
+    tag = f"{TAG_PREFIX}/{snapshot.runtime.name}:{state.architecture}"
     try:
-        engine.load(docker_archive(config.read_bytes(), config.name, tarballs, [tag]), runtime=runtime.name)
+        archive = docker_archive(config.read_bytes(), config.name, snapshot.tarballs(state), [tag])
+        engine.load(archive, runtime=snapshot.runtime.name)
         loaded = engine.image_id(tag)
     except (EngineError, OSError) as exc:
         problems.append(f"{state.architecture}: the engine did not load the clone's files: {exc}")

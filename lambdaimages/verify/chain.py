@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from lambdaimages import layout
 from lambdaimages.digest import Digest
+from lambdaimages.snapshot.view import SnapshotView
 
 
 @dataclass
@@ -26,39 +26,43 @@ class Chain:
     problems: list[str] = field(default_factory=list)
 
 
-def follow(folder: Path, manifest_digest: str, label: str = "") -> Chain:
-    """Follow the chain in `folder` from `manifest_digest`; `label` prefixes the file names in problems."""
+def follow(snapshot: SnapshotView, arch: str, manifest_digest: str) -> Chain:
+    """Follow the chain in the folder of `arch` from `manifest_digest`; problems name files as `<arch>/<name>`."""
     chain = Chain(manifest_digest)
-    manifest = _read(folder, manifest_digest, "manifest", label, chain)
+    label = f"{arch}/"
+    manifest = _read(snapshot, arch, manifest_digest, "manifest", chain)
     if manifest is None:
         return chain
     try:
         chain.config_digest = manifest["config"]["digest"]
         manifest_layers = list(manifest["layers"])
     except (KeyError, TypeError):
-        chain.problems.append(f"{label}{layout.document_name(manifest_digest, 'manifest')}: not an image manifest")
+        name = snapshot.document(arch, manifest_digest, "manifest").name
+        chain.problems.append(f"{label}{name}: not an image manifest")
         return chain
-    config = _read(folder, chain.config_digest, "config", label, chain)
+    config = _read(snapshot, arch, chain.config_digest, "config", chain)
     if config is None:
         return chain
     chain.config = config
+    config_name = snapshot.document(arch, chain.config_digest, "config").name
     chain.diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
     if len(chain.diff_ids) != len(manifest_layers):
         chain.problems.append(
-            f"{label}{layout.document_name(chain.config_digest, 'config')}: {len(chain.diff_ids)} diff_ids, "
+            f"{label}{config_name}: {len(chain.diff_ids)} diff_ids, "
             f"but the manifest lists {len(manifest_layers)} layers"
         )
-    wanted = {layout.document_name(manifest_digest, "manifest"), layout.document_name(chain.config_digest, "config")}
-    for stray in sorted(folder.glob(layout.DOCUMENT_GLOB)):
+    wanted = {snapshot.document(arch, manifest_digest, "manifest").name, config_name}
+    for stray in sorted(snapshot.arch_folder(arch).glob(layout.DOCUMENT_GLOB)):
         if stray.name not in wanted and layout.split_document_name(stray.name) is not None:
             chain.problems.append(f"{label}{stray.name}: not part of upstream's image {manifest_digest}")
     return chain
 
 
-def _read(folder: Path, digest: str, kind: str, label: str, chain: Chain) -> dict | None:
-    name = layout.document_name(digest, kind)
+def _read(snapshot: SnapshotView, arch: str, digest: str, kind: str, chain: Chain) -> dict | None:
+    path = snapshot.document(arch, digest, kind)
+    label, name = f"{arch}/", path.name
     try:
-        data = (folder / name).read_bytes()
+        data = path.read_bytes()
     except FileNotFoundError:
         chain.problems.append(f"{label}{name}: missing (upstream's {kind} {digest})")
         return None

@@ -26,11 +26,11 @@ import zlib
 from pathlib import Path
 
 from lambdaimages import engine, layout, output
-from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
 from lambdaimages.digest import Digest, Reader, Verifier
 from lambdaimages.errors import DigestMismatch, EngineError
 from lambdaimages.image import plan
+from lambdaimages.snapshot.view import SnapshotView
 from lambdaimages.state import State
 from lambdaimages.tools.dockerfile import Add, add_instructions
 from lambdaimages.tools.tree import CHUNK, Entry, diff_trees, layers_of_docker_save, merge_layers, open_tarball
@@ -77,10 +77,11 @@ def verify_runtime(out: Path, runtime: Runtime, image: str | None = None) -> Run
 
 def _verify_arch(out: Path, runtime: Runtime, arch: str, image: str, emulated: bool) -> ArchResult:
     started = time.monotonic()
+    snapshot = SnapshotView(out, runtime)
     try:
-        state = states_on_disk.read(out, runtime.name, arch)
+        state = snapshot.state(arch)
     except (OSError, ValueError) as exc:
-        missing = Check("tarballs", FAIL, f"no snapshot: {layout.state_path(out, runtime.name, arch)}: {exc}")
+        missing = Check("tarballs", FAIL, f"no snapshot: {snapshot.state_path(arch)}: {exc}")
         rest = [Check(name, SKIPPED, "no snapshot") for name in CHECKS[1:]]
         return ArchResult(runtime.name, arch, (missing, *rest))
     output.progress(None, f"{arch}: check tarballs")
@@ -132,14 +133,15 @@ def check_tarballs(
         The check; upstream's merged tree when `tree` was asked and every tarball is upstream's layer; why
         upstream's layers could not be merged although every tarball is upstream's layer (else None).
     """
-    folder = layout.arch_dir(out, runtime.name, arch)
-    expected = [layer.tarball(runtime.extension) for layer in state.layers]
-    problems = _dockerfile_problems(out, runtime, arch, expected)
+    snapshot = SnapshotView(out, runtime)
+    paths = [snapshot.tarball(arch, layer) for layer in state.layers]
+    expected = [path.name for path in paths]
+    problems = _dockerfile_problems(snapshot, arch, expected)
     wanted = set(expected)
-    for stray in sorted(folder.glob(layout.TARBALL_GLOB)):
+    for stray in sorted(snapshot.arch_folder(arch).glob(layout.TARBALL_GLOB)):
         if stray.name not in wanted and not stray.name.startswith("."):
             problems.append(f"{arch}/{stray.name}: not one of upstream's layers")
-    readers = [_LayerReader(folder / name) for name in expected]
+    readers = [_LayerReader(path) for path in paths]
     content_ok = True
     for number, reader in enumerate(readers, 1):
         if not reader.path.is_file():
@@ -181,13 +183,10 @@ def _is_lfs_pointer(path: Path) -> bool:
         return f.read(len(LFS_POINTER)) == LFS_POINTER
 
 
-def _dockerfile_problems(out: Path, runtime: Runtime, arch: str, expected: list[str]) -> list[str]:
-    files = [(layout.dockerfile(out, runtime.name, arch), "")]
-    if arch == layout.default_arch(runtime.architectures):
-        files.append((layout.dockerfile(out, runtime.name), f"{arch}/"))
+def _dockerfile_problems(snapshot: SnapshotView, arch: str, expected: list[str]) -> list[str]:
     problems = []
-    for path, prefix in files:
-        label = str(path.relative_to(layout.runtime_dir(out, runtime.name)))
+    for path, prefix in _dockerfiles_of(snapshot, arch):
+        label = str(path.relative_to(snapshot.folder))
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -195,6 +194,14 @@ def _dockerfile_problems(out: Path, runtime: Runtime, arch: str, expected: list[
             continue
         problems += compare_adds(label, add_instructions(text), [prefix + name for name in expected])
     return problems
+
+
+def _dockerfiles_of(snapshot: SnapshotView, arch: str) -> list[tuple[Path, str]]:
+    """The Dockerfiles that ADD `arch`'s tarballs, each with the folder prefix of its ADD sources."""
+    files = [(snapshot.dockerfile(arch), "")]
+    if arch == layout.default_arch(snapshot.runtime.architectures):
+        files.append((snapshot.dockerfile(), f"{arch}/"))
+    return files
 
 
 def compare_adds(label: str, adds: list[Add], expected: list[str]) -> list[str]:
@@ -289,7 +296,7 @@ class _LayerReader:
 def check_identity(out: Path, runtime: Runtime, state: State) -> Check:
     """Check 2: the chain from upstream's manifest digest to the config file, and `<rt>:<arch>`'s ID at its end."""
     arch = state.architecture
-    chain = follow(layout.arch_dir(out, runtime.name, arch), state.manifest_digest, f"{arch}/")
+    chain = follow(SnapshotView(out, runtime), arch, state.manifest_digest)
     problems = list(chain.problems)
     if chain.config_digest is not None and chain.config_digest != state.config_digest:
         problems.append(f"the manifest names config {chain.config_digest}, resolved upstream was {state.config_digest}")
