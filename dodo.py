@@ -136,7 +136,7 @@ def task_build():
             "actions": [(actions.build_runtime, [OUT, rt])],
             "task_dep": [f"snapshot:{rt.name}", f"load:{rt.name}"],
             "uptodate": [uptodate.ImageCurrent(OUT, rt)],
-            "clean": [(actions.clean_image, [rt])],
+            "clean": [(actions.clean_image, [OUT, rt])],
             **SHOWN,
         }
 
@@ -211,6 +211,7 @@ def task_verify():
             "task_dep": [f"build:{rt.name}"] if after else [],
             "uptodate": [uptodate.VerificationCurrent(OUT, rt)],
             "teardown": [(actions.verify_report, [OUT, CATALOG])],
+            "clean": [(actions.clean_verification, [OUT, rt])],
             **SHOWN,
         }
     # The table and reports, written once after every other task of the run (also after failed ones), also when

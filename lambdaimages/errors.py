@@ -105,6 +105,11 @@ class OutputError(ProjectError):
     """The output folder cannot be written, or another run holds it."""
 
 
+class SnapshotMissing(OutputError):
+    """A task needs a runtime's snapshot (its states, tarballs) and it is not on disk: the message names the task
+    that makes it."""
+
+
 class PublishError(ProjectError):
     """A branch cannot be committed or pushed: no repository set, or git / git-lfs failed."""
 

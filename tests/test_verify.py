@@ -655,3 +655,77 @@ def test_missing_image_fails_every_engine_check_naming_the_build_task(world):
     x86 = result.architectures[0]
     assert [c.status for c in x86.checks] == [PASS, PASS, FAIL, FAIL, FAIL]
     assert x86.check("config").summary == f"image {runtime.name}-gone:local not found: run doit build:{runtime.name}"
+
+
+# -- no snapshot, and doit clean -----------------------------------------------------------------
+
+
+def test_verify_without_a_snapshot_says_once_per_runtime_which_task_makes_it(world, tmp_path):
+    a, b = world["names"]["a"], world["names"]["b"]
+    out = tmp_path / "empty"
+    proc = run_doit(world["catalog"], out, "verify", check=False)
+    assert proc.returncode != 0
+    assert "Errno" not in proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    failed = sorted(line for line in lines if line.startswith("FAILED"))
+    assert failed == [
+        f"FAILED verify:{name}: {name}: no snapshot (no state of {archs} in {out}/.state/{name}): "
+        f"run doit build:{name} (or doit snapshot:{name})"
+        for name, archs in sorted([(a, "x86_64, arm64"), (b, "x86_64")])
+    ], proc.stdout
+    at = lines.index(failed[0])
+    assert not lines[at + 1].startswith("    "), proc.stdout  # no detail lines, no empty log's path
+    summary = json.loads((out / ".reports" / "verify.json").read_text())
+    assert summary["counts"]["not_verified"] == 2 and summary["passed"] is False
+    reasons = {item["runtime"]: item["reason"] for item in summary["runtimes"]}
+    assert [f"FAILED verify:{name}: {reason}" for name, reason in sorted(reasons.items())] == failed
+
+
+def _copy_out(world, name: str) -> Path:
+    """A copy of the whole output folder (snapshots, states, reports, doit's database)."""
+    out = world["tmp"] / f"out-{name}"
+    shutil.copytree(world["out"], out)
+    return out
+
+
+def _runtime_entry(out: Path, name: str) -> tuple[dict, ET.Element]:
+    summary = json.loads((out / ".reports" / "verify.json").read_text())
+    junit = ET.parse(out / ".reports" / "verify.xml").getroot()
+    return (
+        next(item for item in summary["runtimes"] if item["runtime"] == name),
+        next(suite for suite in junit if suite.get("name") == name),
+    )
+
+
+def test_clean_of_verify_and_of_a_snapshot_leave_no_report_saying_passed(world):
+    a, b = world["names"]["a"], world["names"]["b"]
+    out = _copy_out(world, "clean")
+    run_doit(world["catalog"], out, "verify", check=False)  # the copy's reports, as a user's last run left them
+    assert _runtime_entry(out, a)[0]["status"] == PASS
+    run_doit(world["catalog"], out, "clean", f"snapshot:{a}")
+    entry, suite = _runtime_entry(out, a)
+    assert entry["status"] == reports.NOT_VERIFIED and "its snapshot was removed by doit clean" in entry["reason"]
+    assert suite.find("testcase/error") is not None and suite.find("testcase/failure") is None
+    assert not reports.result_path(out, a).exists()
+    summary = json.loads((out / ".reports" / "verify.json").read_text())
+    assert summary["passed"] is False and summary["counts"]["not_verified"] == 1
+    assert _runtime_entry(out, b)[0]["status"] == FAIL  # the other runtime's entry stays
+    junit = ET.parse(out / ".reports" / "verify.xml").getroot()
+    assert (junit.get("tests"), junit.get("errors"), junit.get("failures")) == ("6", "1", "1")
+    run_doit(world["catalog"], out, "clean", "verify")
+    assert [_runtime_entry(out, n)[0]["status"] for n in (a, b)] == [reports.NOT_VERIFIED] * 2
+    assert not reports.result_path(out, b).exists()
+
+
+def test_clean_of_a_build_marks_its_runtime_not_verified(world, docker_client):
+    """Last in this module: it removes runtime a's images from the engine."""
+    a = world["names"]["a"]
+    out = _copy_out(world, "clean-build")
+    run_doit(world["catalog"], out, f"verify:{a}")
+    assert _runtime_entry(out, a)[0]["status"] == PASS
+    run_doit(world["catalog"], out, "clean", f"build:{a}")
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(f"{a}:local")
+    entry, suite = _runtime_entry(out, a)
+    assert entry["status"] == reports.NOT_VERIFIED and "its images were removed by doit clean" in entry["reason"]
+    assert suite.find("testcase/error") is not None

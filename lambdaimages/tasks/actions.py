@@ -258,14 +258,16 @@ def push_runtime(
 
 
 def clean_snapshot(out: Path, runtime: Runtime) -> None:
-    """Remove what a runtime's snapshot wrote (the shared layer cache stays)."""
+    """Remove what a runtime's snapshot wrote (the shared layer cache stays), and the verification of it."""
     for folder in (layout.runtime_dir(out, runtime.name), layout.state_path(out, runtime.name, "x").parent):
         if folder.exists():
             shutil.rmtree(folder)
             output.say(f"removed {folder}")
+    _forget_verification(out, runtime, f"its snapshot was removed by doit clean: run doit build:{runtime.name}")
 
 
-def clean_image(runtime: Runtime) -> None:
+def clean_image(out: Path, runtime: Runtime) -> None:
+    """Remove a runtime's images from the engine, and the verification of them."""
     tags = [layout.local_tag(runtime.name), *(layout.loaded_tag(runtime.name, a) for a in runtime.architectures)]
     for tag in tags:
         try:
@@ -273,6 +275,19 @@ def clean_image(runtime: Runtime) -> None:
                 output.say(f"removed image {tag}")
         except ProjectError as exc:
             output.say(f"{runtime.name}: {exc}")
+    _forget_verification(out, runtime, f"its images were removed by doit clean: run doit build:{runtime.name}")
+
+
+def clean_verification(out: Path, runtime: Runtime) -> None:
+    """Remove a runtime's verification result; the summary reports mark it not verified."""
+    _forget_verification(out, runtime, f"its result was removed by doit clean: run doit verify:{runtime.name}")
+
+
+def _forget_verification(out: Path, runtime: Runtime, reason: str) -> None:
+    from lambdaimages.verify import reports
+
+    for path in reports.forget(out, runtime, reason):
+        output.say(f"{runtime.name}: {'removed' if not path.exists() else 'marked not verified in'} {path}")
 
 
 # -- publish and changes ---------------------------------------------------------------------
@@ -329,6 +344,8 @@ def verify_runtime(out: Path, catalog, runtime: Runtime):
     """
     from lambdaimages.verify import checks, inputs, reports
 
+    if (missing := inputs.missing(out, runtime)) is not None:
+        raise missing  # one line for the runtime, not one per file
     image_plan.build_missing(out, runtime)
     made_from = inputs.gather(out, runtime)
     result = checks.verify_runtime(out, runtime)

@@ -120,7 +120,8 @@ class Reporter(ConsoleReporter):
             return
         message = fail.message if isinstance(fail, TaskFailed) and not fail.traceback else fail.get_msg().rstrip()
         log = self._log(task)
-        detail = [*output.tail(log, TAIL_LINES), f"log: {log}"] if log is not None and task.executed else []
+        tail = output.tail(log, TAIL_LINES) if log is not None and task.executed else []
+        detail = [*tail, f"log: {log}"] if tail else []  # an empty log is not worth a line
         output.end(task.name, FAILED, message=message, detail=detail)
 
     def cleanup_error(self, exception):

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from lambdaimages import engine, layout
 from lambdaimages.catalog import Runtime, Smoke
+from lambdaimages.errors import SnapshotMissing
 from lambdaimages.image import plan
 from lambdaimages.snapshot import fingerprint
+from lambdaimages.snapshot.view import SnapshotView
 
 VERSION = 2  # part of every verification's inputs: a change of what the checks prove reruns them all
 
@@ -30,6 +32,34 @@ def gather(out: Path, runtime: Runtime) -> dict:
         "snapshot": fingerprint.snapshot_digest(out, runtime),
         "smoke": _smoke_fingerprint(runtime.smoke),
     }
+
+
+def missing(out: Path, runtime: Runtime) -> SnapshotMissing | None:
+    """Why there is no snapshot of `runtime` to verify, as one error for the runtime (not one per file), or None.
+
+    No snapshot: an architecture has no state file (never resolved, or cleaned), or has one but not one of its
+    tarballs (never exported). A snapshot that lacks only some files is there, and check 1 names each of them.
+    """
+    snapshot = SnapshotView(out, runtime)
+    unresolved, unexported = [], []
+    for arch in runtime.architectures:
+        try:
+            state = snapshot.state(arch)
+        except FileNotFoundError:
+            unresolved.append(arch)
+        except (OSError, ValueError):
+            continue  # there, but unreadable: check 1 says why
+        else:
+            if not any(path.is_file() for path in snapshot.tarballs(state)):
+                unexported.append(arch)
+    if unresolved:
+        what = f"no state of {', '.join(unresolved)} in {snapshot.state_path(unresolved[0]).parent}"
+    elif unexported:
+        what = f"no tarball of {', '.join(unexported)} in {snapshot.folder}"
+    else:
+        return None
+    name = runtime.name
+    return SnapshotMissing(f"no snapshot ({what}): run doit build:{name} (or doit snapshot:{name})", runtime=name)
 
 
 def _smoke_fingerprint(smoke: Smoke | None) -> str | None:

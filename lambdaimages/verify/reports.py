@@ -1,7 +1,9 @@
 """Verification reports: one result file per runtime, a JSON summary and JUnit XML for CI, and the terminal table.
 
 `<out>/.reports/verify/<rt>.json` holds a runtime's last result with the inputs it was made from; the summary
-files list every runtime of the catalog, a result whose inputs are no longer current as "not verified".
+files list every runtime of the catalog, a result whose inputs are no longer current as "not verified". When
+`doit clean` removes what a result reported on, `forget` removes the result and marks the runtime "not verified"
+in the summary files, so that no report still says it passed.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ def verdicts(out: Path, catalog: Catalog) -> list[Verdict]:
     """Every runtime of the catalog with its last result, which counts only while its inputs are current."""
     found = []
     for runtime in catalog.runtimes:
+        if (missing := inputs.missing(out, runtime)) is not None:
+            found.append(Verdict(runtime, None, NOT_VERIFIED, str(missing)))
+            continue
         try:
             data = json.loads(result_path(out, runtime.name).read_text(encoding="utf-8"))
             result = RuntimeResult.from_json(data["result"])
@@ -94,35 +99,93 @@ def write(out: Path, found: list[Verdict]) -> tuple[Path, Path]:
     return summary, junit
 
 
+def forget(out: Path, runtime: Runtime, reason: str) -> list[Path]:
+    """What `doit clean` removed was reported on: remove the runtime's result and mark it `not verified`
+    (because of `reason`) in the summary files, so that no report still says it passed; the files changed.
+
+    The other runtimes' entries stay as they are; an unreadable summary file is removed.
+    """
+    gone = Verdict(runtime, None, NOT_VERIFIED, reason)
+    folder = layout.reports_dir(out)
+    changed = [path for path in (result_path(out, runtime.name),) if path.exists()]
+    for path in changed:
+        path.unlink()
+    for path, rewrite in ((folder / SUMMARY_JSON, _forget_json), (folder / JUNIT_XML, _forget_junit)):
+        try:
+            data = rewrite(path.read_bytes(), gone)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError, ET.ParseError):
+            path.unlink(missing_ok=True)
+            data = b""
+        if data is None:
+            continue
+        if data:
+            write_if_changed(path, data)
+        changed.append(path)
+    return changed
+
+
+def _forget_json(text: bytes, gone: Verdict) -> bytes | None:
+    """The summary with `gone` in place of its runtime's entry; None when it has nothing to change."""
+    runtimes = json.loads(text)["runtimes"]
+    items = [_runtime_json(gone) if item["runtime"] == gone.runtime.name else item for item in runtimes]
+    if items == runtimes:
+        return None
+    return (json.dumps(_summary(items), indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def _forget_junit(text: bytes, gone: Verdict) -> bytes | None:
+    """The JUnit XML with `gone`'s testsuite in place of its runtime's, totals recounted; None when unchanged."""
+    suites = ET.fromstring(text)
+    found = [i for i, suite in enumerate(suites) if suite.tag == "testsuite" and suite.get("name") == gone.runtime.name]
+    if not found or suites[found[0]].find("testcase/error") is not None:
+        return None
+    suites[found[0]] = _suite(gone)[0]
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0, "time": 0.0}
+    for suite in suites.iter("testsuite"):
+        for key in totals:
+            totals[key] += float(suite.get(key, 0)) if key == "time" else int(suite.get(key, 0))
+    _set_counts(suites, totals)
+    xml = io.BytesIO()
+    ET.ElementTree(suites).write(xml, encoding="utf-8", xml_declaration=True)
+    return xml.getvalue()
+
+
 def summary_json(found: list[Verdict]) -> dict:
-    counts = {status: sum(verdict.status == status for verdict in found) for status in (PASS, FAIL, NOT_VERIFIED)}
-    runtimes = []
-    for verdict in found:
-        item = {"runtime": verdict.runtime.name, "status": verdict.status, "verified_at": verdict.verified_at}
-        if verdict.reason:
-            item["reason"] = verdict.reason
-        if verdict.result is not None:
-            item["architectures"] = [
-                {
-                    **_without_checks(arch),
-                    "seconds": round(arch.seconds, 3),
-                    "checks": [_check_json(c) for c in arch.checks],
-                }
-                for arch in verdict.result.architectures
-            ]
-        runtimes.append(item)
+    return _summary([_runtime_json(verdict) for verdict in found])
+
+
+def _summary(runtimes: list[dict]) -> dict:
+    counts = {status: sum(item["status"] == status for item in runtimes) for status in (PASS, FAIL, NOT_VERIFIED)}
     return {
         "format": FORMAT,
         "generated_at": _now(),
-        "passed": bool(found) and counts[PASS] == len(found),
+        "passed": bool(runtimes) and counts[PASS] == len(runtimes),
         "counts": {
-            "runtimes": len(found),
+            "runtimes": len(runtimes),
             "passed": counts[PASS],
             "failed": counts[FAIL],
             "not_verified": counts[NOT_VERIFIED],
         },
         "runtimes": runtimes,
     }
+
+
+def _runtime_json(verdict: Verdict) -> dict:
+    item = {"runtime": verdict.runtime.name, "status": verdict.status, "verified_at": verdict.verified_at}
+    if verdict.reason:
+        item["reason"] = verdict.reason
+    if verdict.result is not None:
+        item["architectures"] = [
+            {
+                **_without_checks(arch),
+                "seconds": round(arch.seconds, 3),
+                "checks": [_check_json(c) for c in arch.checks],
+            }
+            for arch in verdict.result.architectures
+        ]
+    return item
 
 
 def _without_checks(arch: results.ArchResult) -> dict:
@@ -148,36 +211,43 @@ def junit_xml(found: list[Verdict]) -> ET.Element:
     suites = ET.Element("testsuites", name="lambdaimages verify")
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0, "time": 0.0}
     for verdict in found:
-        suite = ET.SubElement(suites, "testsuite", name=verdict.runtime.name)
-        counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0, "time": 0.0}
-        if verdict.result is None:
-            case = ET.SubElement(suite, "testcase", classname=verdict.runtime.name, name="verify", time="0")
-            ET.SubElement(case, "error", message=f"{NOT_VERIFIED}: {verdict.reason}", type=NOT_VERIFIED)
-            counts["tests"] += 1
-            counts["errors"] += 1
-        else:
-            for arch in verdict.result.architectures:
-                for check in arch.checks:
-                    case = ET.SubElement(
-                        suite, "testcase", classname=verdict.runtime.name, name=f"{arch.arch} {check.name}",
-                        time=f"{check.seconds:.3f}",
-                    )  # fmt: skip
-                    counts["tests"] += 1
-                    counts["time"] += check.seconds
-                    if check.status == FAIL:
-                        failure = ET.SubElement(case, "failure", message=check.summary, type=check.name)
-                        failure.text = "\n".join(check.details) or check.summary
-                        counts["failures"] += 1
-                    elif check.status != PASS:
-                        ET.SubElement(case, "skipped", message=f"{check.status}: {check.summary}")
-                        counts["skipped"] += 1
-                    elif arch.notes and check.name == "config":
-                        ET.SubElement(case, "system-out").text = "\n".join(arch.notes)
-        _set_counts(suite, counts)
+        suite, counts = _suite(verdict)
+        suites.append(suite)
         for key in totals:
             totals[key] += counts[key]
     _set_counts(suites, totals)
     return suites
+
+
+def _suite(verdict: Verdict) -> tuple[ET.Element, dict]:
+    """A runtime's testsuite (its counts set) and its counts."""
+    suite = ET.Element("testsuite", name=verdict.runtime.name)
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0, "time": 0.0}
+    if verdict.result is None:
+        case = ET.SubElement(suite, "testcase", classname=verdict.runtime.name, name="verify", time="0")
+        ET.SubElement(case, "error", message=f"{NOT_VERIFIED}: {verdict.reason}", type=NOT_VERIFIED)
+        counts["tests"] += 1
+        counts["errors"] += 1
+    else:
+        for arch in verdict.result.architectures:
+            for check in arch.checks:
+                case = ET.SubElement(
+                    suite, "testcase", classname=verdict.runtime.name, name=f"{arch.arch} {check.name}",
+                    time=f"{check.seconds:.3f}",
+                )  # fmt: skip
+                counts["tests"] += 1
+                counts["time"] += check.seconds
+                if check.status == FAIL:
+                    failure = ET.SubElement(case, "failure", message=check.summary, type=check.name)
+                    failure.text = "\n".join(check.details) or check.summary
+                    counts["failures"] += 1
+                elif check.status != PASS:
+                    ET.SubElement(case, "skipped", message=f"{check.status}: {check.summary}")
+                    counts["skipped"] += 1
+                elif arch.notes and check.name == "config":
+                    ET.SubElement(case, "system-out").text = "\n".join(arch.notes)
+    _set_counts(suite, counts)
+    return suite, counts
 
 
 def _set_counts(element: ET.Element, counts: dict) -> None:
