@@ -42,9 +42,8 @@ def build_plan(out: Path, runtime: Runtime) -> BuildPlan | None:
     arch = built_arch(runtime)
     if arch is None:
         return None
-    view = SnapshotView(out, runtime)
-    context = view.folder if arch == layout.default_arch(runtime.architectures) else view.arch_folder(arch)
-    return BuildPlan(context, f"Dockerfile.{runtime.name}", arch)
+    dockerfile = SnapshotView(out, runtime).build_dockerfile(arch)
+    return BuildPlan(dockerfile.parent, dockerfile.name, arch)
 
 
 def build_inputs(out: Path, runtime: Runtime) -> dict | None:
