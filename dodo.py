@@ -11,21 +11,23 @@ from doit import get_var
 from doit.tools import config_changed
 
 from lambdaimages import catalog as catalog_module
+from lambdaimages import layout
 from lambdaimages.errors import ProjectError
 from lambdaimages.inventory import images as inventories
 from lambdaimages.publish import branches
 from lambdaimages.snapshot import render
-from lambdaimages.tasks import actions, database, uptodate
+from lambdaimages.tasks import actions, commands, database, uptodate
 from lambdaimages.tasks.reporter import Reporter
 from lambdaimages.testbed import demo  # the demo task's test bed; the product never imports it
 from lambdaimages.tools import files
 
 CATALOG_FILE = get_var("catalog", "runtimes.yaml")
-OUT = Path(get_var("out", "build"))
+OUT = layout.output_folder(get_var("out", "build"))  # one absolute path: two spellings of a folder are one folder
+READ_ONLY = commands.read_only(sys.argv)  # `doit list`, `info`, `help`: no lock on the folder, nothing written
 
 try:
     CATALOG = catalog_module.load(CATALOG_FILE)
-    LOCK = files.hold_output(OUT)
+    LOCK = None if READ_ONLY else files.hold_output(OUT)
 except ProjectError as exc:
     sys.exit(f"error: {exc}")
 database.atomic_doit_db()  # a full disk or a kill while doit saves .doit.json must not corrupt it

@@ -16,6 +16,15 @@ REPORTS = ".reports"
 PUBLISH = ".publish"
 
 
+def output_folder(spelling: str | Path) -> Path:
+    """The output folder that `out=` names, as one absolute path (symlinks resolved), decided once.
+
+    Every path below it is joined to this, so doit's records (file names, the saved fingerprints, what a
+    verification was made from) are the same whichever spelling of the folder a run was given.
+    """
+    return Path(spelling).resolve()
+
+
 def runtime_dir(out: Path, runtime: str) -> Path:
     return Path(out) / runtime
 
