@@ -87,9 +87,9 @@ def load(path: str | Path) -> Catalog:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise CatalogError(f"{path}: cannot read catalog: {exc.strerror}") from None
+        raise CatalogError(f"cannot read catalog: {exc.strerror}", where=str(path)) from exc
     except UnicodeDecodeError as exc:
-        raise CatalogError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        raise CatalogError(f"not UTF-8 text ({exc.reason})", where=str(path)) from exc
     return parse(text, path)
 
 
@@ -99,11 +99,11 @@ def parse(text: str, path: Path) -> Catalog:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        raise CatalogError(f"{path}:{line}: YAML syntax error: {exc.problem or exc.context}") from None
+        raise CatalogError(f"YAML syntax error: {exc.problem or exc.context}", where=f"{path}:{line}") from exc
     except yaml.YAMLError as exc:
-        raise CatalogError(f"{path}: YAML error: {exc}") from None
+        raise CatalogError(f"YAML error: {exc}", where=str(path)) from exc
     if root is None:
-        raise CatalogError(f"{path}:1: empty catalog: it needs a 'runtimes' mapping")
+        raise CatalogError("empty catalog: it needs a 'runtimes' mapping", where=f"{path}:1")
     ctx = _Context(path)
     top = ctx.mapping(root, "catalog", TOP_KEYS)
     defaults = dict(DEFAULTS)
@@ -120,11 +120,11 @@ def parse(text: str, path: Path) -> Catalog:
         if "to" in push:
             push_to = ctx.string(push["to"][1], "push", "to")
     if "runtimes" not in top:
-        raise CatalogError(f"{path}:{_line(root)}: the catalog has no 'runtimes' mapping")
+        raise CatalogError("the catalog has no 'runtimes' mapping", where=f"{path}:{_line(root)}")
     runtimes_node = top["runtimes"][1]
     entries = ctx.mapping(runtimes_node, "runtimes", None)
     if not entries:
-        raise CatalogError(f"{path}:{_line(runtimes_node)}: empty catalog: 'runtimes' lists no runtime")
+        raise CatalogError("empty catalog: 'runtimes' lists no runtime", where=f"{path}:{_line(runtimes_node)}")
     runtimes = tuple(ctx.runtime(name, key, node, defaults) for name, (key, node) in entries.items())
     return Catalog(path, runtimes, publish_repo, push_to)
 
@@ -140,7 +140,7 @@ class _Context:
         self.path = path
 
     def fail(self, node: yaml.Node, where: str, message: str) -> CatalogError:
-        return CatalogError(f"{self.path}:{_line(node)}: {where}: {message}")
+        return CatalogError(f"{where}: {message}", where=f"{self.path}:{_line(node)}")
 
     def mapping(self, node: yaml.Node, where: str, allowed: set[str] | None) -> dict[str, tuple]:
         if not isinstance(node, yaml.MappingNode):

@@ -10,7 +10,9 @@ class ProjectError(Exception):
 
     The context is data, filled in as the error passes up the pipeline and formatted once by `str()`:
     `<runtime> <arch> (<reference>) <where>: <detail>`, each part only when known. `where` names the thing
-    inside the image (a layer, a file); `reference` is the upstream image. `cause` is the part shared by
+    the detail is about inside the image (a layer, a file) or on disk (`runtimes.yaml:12`, a clone);
+    `reference` is the upstream image. Raisers pass what they know as these fields and never spell it
+    into `detail`. `cause` is the part shared by
     every task the same fault stops (a registry that is down), so that a run reports it once, not once per
     runtime.
     """

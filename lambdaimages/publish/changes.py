@@ -133,14 +133,14 @@ def _read_layers(snapshot: ArchSnapshot) -> tuple[dict[str, Entry], Inventory]:
     """The merged tree of a snapshot's layers, and its inventory: its SBOM's, else read from the same layers."""
     missing = [layer.hex for layer in snapshot.layers if layer.source is None]
     if missing:
-        raise OutputError(f"{snapshot.arch}: layer tarballs {', '.join(h[:12] for h in missing)} are not available")
+        raise OutputError(f"layer tarballs {', '.join(h[:12] for h in missing)} are not available", arch=snapshot.arch)
     tarballs = [layer.source for layer in snapshot.layers]
     try:
         if snapshot.inventory is not None:
             return merge_layers(tarballs), snapshot.inventory
         return inventories.tree_and_inventory(tarballs)
     except ValueError as exc:
-        raise OutputError(f"{snapshot.arch}: {exc}") from None
+        raise OutputError(str(exc), arch=snapshot.arch) from exc
 
 
 def _inventory_changes(old: Inventory, new: Inventory) -> dict[str, tuple]:

@@ -65,9 +65,9 @@ class PrivateRepo:
         except FileNotFoundError:
             raise PublishError("git is not installed (scripts/setup installs git and git-lfs)") from None
         except subprocess.TimeoutExpired:
-            raise PublishError(f"{self.runtime}: git {args[0]} took more than an hour") from None
+            raise PublishError(f"git {args[0]} took more than an hour", runtime=self.runtime) from None
         if check and proc.returncode != 0:
-            raise PublishError(f"{self.runtime}: git {' '.join(args[:2])} failed: {last_line(proc.stderr)}")
+            raise PublishError(f"git {' '.join(args[:2])} failed: {last_line(proc.stderr)}", runtime=self.runtime)
         return proc.stdout.decode("utf-8", "replace")
 
     def remote_tip(self) -> str | None:

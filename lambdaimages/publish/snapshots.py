@@ -64,7 +64,7 @@ def current_snapshot(out: Path, runtime: Runtime) -> Snapshot:
         try:
             state = snapshot.state(arch)
         except FileNotFoundError:
-            raise OutputError(f"{runtime.name}: {arch} not snapshotted ({path} is missing)") from None
+            raise OutputError(f"{arch} not snapshotted ({path} is missing)", runtime=runtime.name) from None
         reference = state.reference
         layers = []
         for layer, created_by in zip(state.layers, _layer_history(state), strict=True):

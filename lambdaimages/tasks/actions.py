@@ -209,8 +209,9 @@ def push_target(to: str | None, catalog, runtime: Runtime, argv: list[str]):
     if catalog.push_to:
         return push.parse_target(catalog.push_to, runtime, mirror=True)
     raise UsageError(
-        f"{runtime.name}: where to? `doit push:{runtime.name} to=HOST[:PORT]/REPO[:TAG]`, "
-        "or `push: {to: HOST[:PORT][/PREFIX]}` in the catalog"
+        f"where to? `doit push:{runtime.name} to=HOST[:PORT]/REPO[:TAG]`, "
+        "or `push: {to: HOST[:PORT][/PREFIX]}` in the catalog",
+        runtime=runtime.name,
     )
 
 
@@ -297,8 +298,9 @@ def _forget_verification(out: Path, runtime: Runtime, reason: str) -> None:
 def publish_runtime(out: Path, runtime: Runtime, repo: str | None) -> dict:
     if not repo:
         raise PublishError(
-            f"{runtime.name}: no repository to publish to: set `publish: {{repo: PATH_OR_URL}}` in the catalog "
-            "or run `doit publish repo=PATH_OR_URL`"
+            "no repository to publish to: set `publish: {repo: PATH_OR_URL}` in the catalog "
+            "or run `doit publish repo=PATH_OR_URL`",
+            runtime=runtime.name,
         )
     outcome = branches.publish(out, runtime, repo)
     if outcome.pushed:

@@ -49,19 +49,22 @@ def anchors(clone: Path) -> Anchors:
             ["git", "-C", str(clone), "log", "-1", "--format=%B"], capture_output=True, text=True, check=True
         ).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
-        raise BranchError(f"{clone}: not a git clone of a published branch ({exc})") from None
+        raise BranchError(f"not a git clone of a published branch ({exc})", where=str(clone)) from exc
     named = CommitMessage.parse(message)
     if named.runtime is None:
-        raise BranchError(f"{clone}: the last commit is not a published snapshot (`Update source for <rt> image`)")
+        raise BranchError(
+            "the last commit is not a published snapshot (`Update source for <rt> image`)", where=str(clone)
+        )
     from_commit = named.manifests
     try:
         readme = (clone / "README.md").read_text(encoding="utf-8")
     except OSError as exc:
-        raise BranchError(f"{clone}/README.md: cannot be read: {exc.strerror}") from None
+        raise BranchError(f"cannot be read: {exc.strerror}", where=f"{clone}/README.md") from exc
     from_readme = dict(re.findall(r"^\| ([\w.-]+) \| `(sha256:[0-9a-f]{64})` \|", readme, re.M))
     if not from_commit or from_commit != from_readme:
         raise BranchError(
-            f"{clone}: README.md names manifests {from_readme or 'none'}, the commit names {from_commit or 'none'}"
+            f"README.md names manifests {from_readme or 'none'}, the commit names {from_commit or 'none'}",
+            where=str(clone),
         )
     return Anchors(named.runtime, named.reference or "?", from_commit)
 
@@ -81,7 +84,7 @@ def verify_clone(clone: Path, manifest: str | None = None) -> tuple[RuntimeResul
     found = anchors(clone)
     if manifest and manifest not in found.manifests.values():
         named = ", ".join(f"{a} {d}" for a, d in found.manifests.items())
-        raise BranchError(f"{clone}: the branch is not upstream's manifest {manifest} (it names {named})")
+        raise BranchError(f"the branch is not upstream's manifest {manifest} (it names {named})", where=str(clone))
     extension = _extension(clone)
     runtime = Runtime(found.runtime, "", "", "", tuple(found.manifests), "xz" if extension == "tar.xz" else "gzip")
     native = engine.native_arch()
