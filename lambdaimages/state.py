@@ -116,4 +116,4 @@ def _read(path: Path) -> State:
     try:
         return State.from_json(json.loads(path.read_text()))
     except (KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not a state file ({exc})") from None
+        raise ValueError(f"{path}: not a state file ({exc})") from exc

@@ -133,7 +133,7 @@ class LayerFacts:
                 notes=data["notes"],
             )
         except (KeyError, TypeError, AttributeError) as error:
-            raise ValueError(f"malformed layer facts: {error!r}") from None
+            raise ValueError(f"malformed layer facts: {error!r}") from error
 
     def save(self, path: Path) -> None:
         """Write the facts as JSON, atomically."""
@@ -153,5 +153,5 @@ class LayerFacts:
         try:
             data = json.loads(Path(path).read_bytes().decode("utf-8", "surrogateescape"))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path}: not JSON: {error}") from None
+            raise ValueError(f"{path}: not JSON: {error}") from error
         return cls.from_dict(data)

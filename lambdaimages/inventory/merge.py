@@ -78,7 +78,7 @@ class Inventory:
                 notes=tuple(data["notes"]),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as error:
-            raise ValueError(f"malformed inventory: {error!r}") from None
+            raise ValueError(f"malformed inventory: {error!r}") from error
 
 
 class _Merged:

@@ -262,7 +262,7 @@ def parse_sbom(text: str, path: str = "SBOM") -> Inventory:
         notes = tuple(p["value"] for p in document["metadata"].get("properties", []) if p["name"] == f"{NS}:note")
         packages = tuple(_package(c) for c in document.get("components", []) if _kind(c) not in (None, "runtime"))
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as error:
-        raise ValueError(f"{path}: not an SBOM of this tool: {error!r}") from None
+        raise ValueError(f"{path}: not an SBOM of this tool: {error!r}") from error
     prefix = f"{NS}:unowned:"
     unowned = {
         name.removeprefix(prefix): DirCount(*(int(part.split("=")[1]) for part in value.split()))

@@ -168,11 +168,11 @@ class RegistryClient:
                     message = f"registry {self.name} unreachable ({reason}{tries})"
                     with self._lock:
                         self._unreachable[self.base_url] = message
-                    raise RegistryUnreachable(message, cause=message) from None
+                    raise RegistryUnreachable(message, cause=message) from exc
                 time.sleep(self._delay(attempt, None))
                 continue
             except requests.RequestException as exc:
-                raise RegistryError(f"{what}: {_short(exc)}") from None
+                raise RegistryError(f"{what}: {_short(exc)}") from exc
             if resp.status_code == 401 and not authed:
                 authed = True
                 self._authenticate(resp, scope, what)
@@ -237,7 +237,7 @@ class RegistryClient:
         try:
             token_resp = self._session.get(params["realm"], params=query, auth=self._credentials, timeout=self._timeout)
         except requests.RequestException as exc:
-            raise RegistryUnreachable(f"token service of {self.name} unreachable: {_short(exc)}") from None
+            raise RegistryUnreachable(f"token service of {self.name} unreachable: {_short(exc)}") from exc
         if token_resp.status_code in (401, 403) and self._credentials:
             raise RegistryError(
                 f"token service of {self.name} rejected the credentials from {self._credentials_source} for {what} "
@@ -340,7 +340,7 @@ class RegistryClient:
                 if breaks > self._retries:
                     raise RegistryError(
                         f"{what} cut off {breaks} times, the last after {verifier.received} bytes: {_short(exc)}"
-                    ) from None
+                    ) from exc
                 time.sleep(self._delay(breaks, None))
             finally:
                 resp.close()
@@ -558,7 +558,7 @@ def _read_limited(resp: requests.Response, limit: int, what: str) -> bytes:
                 raise RegistryError(f"{what} is over {limit} bytes: not a manifest")
             chunks.append(chunk)
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-        raise RegistryError(f"{what} cut off after {total} bytes: {_short(exc)}") from None
+        raise RegistryError(f"{what} cut off after {total} bytes: {_short(exc)}") from exc
     finally:
         resp.close()
     return b"".join(chunks)

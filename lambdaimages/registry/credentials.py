@@ -120,7 +120,7 @@ def _read_config(path: Path) -> dict | None:
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
-        raise _error(f"{path}: cannot read Docker config: {getattr(exc, 'strerror', None) or exc}") from None
+        raise _error(f"{path}: cannot read Docker config: {getattr(exc, 'strerror', None) or exc}") from exc
     try:
         config = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -96,7 +96,8 @@ def export(runtime: Runtime, arch: str, state: State, out: Path, client: Registr
         try:
             link_or_copy(cached, dest)
         except OutputError as exc:
-            raise exc.within(**context) from None
+            exc.within(**context)
+            raise  # the same error, its cause kept
         wanted.append(dest)
     for stale in folder.glob(layout.TARBALL_GLOB):
         if stale not in wanted:
@@ -191,9 +192,10 @@ class _CacheEntry:
         try:
             yield
         except OSError as exc:
-            raise OutputError(f"cannot write {self.path}: {exc.strerror}", **self.context) from None
+            raise OutputError(f"cannot write {self.path}: {exc.strerror}", **self.context) from exc
         except OutputError as exc:  # a full or read-only disk: say which layer it stopped
-            raise exc.within(**self.context) from None
+            exc.within(**self.context)
+            raise  # the same error, its cause kept
 
 
 def _intact(path: Path, record: Path) -> bool:
@@ -273,7 +275,7 @@ class _Download:
         except zlib.error as exc:
             for _ in blob:
                 pass  # a download corrupted on the way fails the digest check: say that, not "not gzip"
-            raise RegistryError(f"blob {layer.digest} is not valid gzip: {exc}", **context) from None
+            raise RegistryError(f"blob {layer.digest} is not valid gzip: {exc}", **context) from exc
         self.progress.fetched()
         diff_verifier.finish()
         for done in (sink, tar_sink):
@@ -289,7 +291,7 @@ class _Download:
             elif self.gz is not None:
                 self.dest.write(self.gz.flush())
         except lzma.LZMAError as exc:
-            raise OutputError(f"xz compression failed: {exc}", **self.context) from None
+            raise OutputError(f"xz compression failed: {exc}", **self.context) from exc
         seconds = time.monotonic() - self.began
         self.progress.done(self.raw, self.dest.tell(), seconds, self.runtime.compression)
         return {"uncompressed": self.raw, "seconds": round(seconds, 3)}
@@ -305,7 +307,8 @@ def _labelled(chunks: Iterator[bytes], context: dict[str, str]) -> Iterator[byte
     try:
         yield from chunks
     except ProjectError as exc:
-        raise exc.within(**context) from None
+        exc.within(**context)
+        raise  # the same error, its cause kept
 
 
 class _Progress:

@@ -54,11 +54,12 @@ def resolve(runtime: Runtime, arch: str, client: RegistryClient, out: Path, prev
         documents.fetch_missing(out, state, client)
         return state
     except RegistryError as exc:
-        raise exc.within(**context) from None
+        exc.within(**context)
+        raise  # the same error, its cause kept
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         # Verified bytes, but not the manifest or config structure the OCI spec describes.
         detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0][:200]
-        raise RegistryError(f"malformed manifest or image config: {detail}", **context) from None
+        raise RegistryError(f"malformed manifest or image config: {detail}", **context) from exc
 
 
 def _resolve(

@@ -62,7 +62,8 @@ def resolve_runtime(out: Path, runtime: Runtime) -> dict:
         try:
             render.dockerfile_context(runtime, state)  # a config no Dockerfile can express stops here
         except RenderError as exc:
-            raise exc.within(reference=runtime.image) from None
+            exc.within(reference=runtime.image)
+            raise  # the same error, its cause kept
         states.append(state)
     # Written only when every architecture resolved: a failure leaves the whole runtime as it was.
     changed = [state.architecture for state in states if states_on_disk.write(out, state)]
@@ -125,13 +126,13 @@ def inventory_runtime(out: Path, runtime: Runtime, argv: list[str]) -> dict:
     try:
         inventories.read_missing(out, runtime, states)  # layers export did not read (older snapshots), in parallel
     except OSError as exc:
-        raise OutputError(f"cannot read a layer for the inventory: {exc}", runtime=runtime.name) from None
+        raise OutputError(f"cannot read a layer for the inventory: {exc}", runtime=runtime.name) from exc
     for state in states:
         arch = state.architecture
         try:
             path, found = inventories.write(out, runtime, state)
         except OSError as exc:
-            raise OutputError(f"cannot write the inventory: {exc}", runtime=runtime.name, arch=arch) from None
+            raise OutputError(f"cannot write the inventory: {exc}", runtime=runtime.name, arch=arch) from exc
         output.say(f"{runtime.name} {arch}: {path}", show=asked)
         for line in report.summary(found):
             output.say(f"  {line}", show=asked)
@@ -242,7 +243,8 @@ def push_runtime(
     try:
         done = push.push(out, runtime, target, client, sbom=attach)
     except ProjectError as exc:
-        raise exc.within(runtime=runtime.name, reference=str(target)) from None
+        exc.within(runtime=runtime.name, reference=str(target))
+        raise  # the same error, its cause kept
     moved = f"{done.uploaded} blob(s) uploaded ({done.uploaded_bytes / 1e6:.1f} MB), {done.mounted} mounted, "
     moved += f"{done.present} already there"
     kind = "upstream's index" if done.index_is_upstreams else "index"

@@ -259,7 +259,7 @@ def _base_layer(architecture: str) -> Layer:
     try:
         busybox = path.read_bytes()
     except OSError as exc:
-        raise FileNotFoundError(f"sample images need {path} (busybox-static; run scripts/setup): {exc}") from None
+        raise FileNotFoundError(f"sample images need {path} (busybox-static; run scripts/setup): {exc}") from exc
     os_release = b'NAME="Lambda Sample Linux"\nID=lambda-sample\nVERSION_ID="1"\nPRETTY_NAME="Lambda Sample Linux 1"\n'
     return layer_from_files(
         [

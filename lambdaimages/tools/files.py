@@ -25,7 +25,7 @@ class AtomicWrite:
         try:
             fd, self.tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=self.path.parent)
         except OSError as exc:
-            raise OutputError(f"cannot write in {self.path.parent}: {exc.strerror}") from None
+            raise OutputError(f"cannot write in {self.path.parent}: {exc.strerror}") from exc
         self.file: BinaryIO = os.fdopen(fd, "wb")
 
     def commit(self) -> None:
@@ -38,7 +38,7 @@ class AtomicWrite:
         except OSError as exc:
             self.discard()
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
-                raise OutputError(f"cannot write {self.path}: {exc.strerror}") from None
+                raise OutputError(f"cannot write {self.path}: {exc.strerror}") from exc
             raise
 
     def discard(self) -> None:
@@ -129,7 +129,7 @@ def _mkdir(folder: Path) -> None:
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create folder {folder}: {exc.strerror}") from None
+        raise OutputError(f"cannot create folder {folder}: {exc.strerror}") from exc
 
 
 def _unlink(path: str | Path) -> None:
@@ -149,7 +149,7 @@ def hold_output(out: Path):
     try:
         f = open(path, "a+")
     except OSError as exc:
-        raise OutputError(f"cannot write in output folder {out}: {exc.strerror}") from None
+        raise OutputError(f"cannot write in output folder {out}: {exc.strerror}") from exc
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -166,6 +166,6 @@ def hold_output(out: Path):
         f.flush()
     except OSError as exc:
         f.close()
-        raise OutputError(f"cannot write in output folder {out}: {exc.strerror}") from None
+        raise OutputError(f"cannot write in output folder {out}: {exc.strerror}") from exc
     remove_temps(out)
     return f

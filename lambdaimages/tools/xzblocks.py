@@ -317,7 +317,7 @@ def _clean_once(folder: Path) -> None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputError(f"cannot create folder {folder}: {exc.strerror}") from None
+            raise OutputError(f"cannot create folder {folder}: {exc.strerror}") from exc
 
 
 def _unlink(path: Path | None) -> None:
