@@ -46,9 +46,11 @@ class Credentials:
         return self.username, self.password
 
 
-def _error(message: str) -> CredentialsError:
-    # The same misconfiguration stops every runtime of a registry: the run reports it once.
-    return CredentialsError(message, cause=message)
+def _error(detail: str, where: str | None = None) -> CredentialsError:
+    """A CredentialsError about `where` (the config file or entry, the credential helper)."""
+    error = CredentialsError(detail, where=where)
+    error.cause = str(error)  # the same misconfiguration stops every runtime of a registry: the run reports it once
+    return error
 
 
 def registry_host(registry: str) -> str:
@@ -120,27 +122,27 @@ def _read_config(path: Path) -> dict | None:
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
-        raise _error(f"{path}: cannot read Docker config: {getattr(exc, 'strerror', None) or exc}") from exc
+        raise _error(f"cannot read Docker config: {getattr(exc, 'strerror', None) or exc}", where=str(path)) from exc
     try:
         config = json.loads(text)
     except json.JSONDecodeError as exc:
         # The position only: the message of a JSON error never quotes the text.
-        raise _error(f"{path}:{exc.lineno}: Docker config is not valid JSON ({exc.msg})") from None
+        raise _error(f"Docker config is not valid JSON ({exc.msg})", where=f"{path}:{exc.lineno}") from None
     if not isinstance(config, dict):
-        raise _error(f"{path}: Docker config must be a JSON object")
+        raise _error("Docker config must be a JSON object", where=str(path))
     return config
 
 
 def _section(config: dict, name: str, path: Path) -> dict:
     section = config.get(name) or {}
     if not isinstance(section, dict):
-        raise _error(f"{path}: '{name}' must be a JSON object")
+        raise _error(f"'{name}' must be a JSON object", where=str(path))
     return section
 
 
 def _from_auths_entry(entry: object, source: str) -> Credentials | None:
     if not isinstance(entry, dict):
-        raise _error(f"{source}: the entry must be a JSON object")
+        raise _error("the entry must be a JSON object", where=source)
     if entry.get("auth"):
         try:
             decoded = base64.b64decode(str(entry["auth"]), validate=True).decode("utf-8")
@@ -148,15 +150,15 @@ def _from_auths_entry(entry: object, source: str) -> Credentials | None:
             decoded = ""
         user, sep, password = decoded.partition(":")
         if not sep or not user or not password:
-            raise _error(f"{source}: 'auth' is not the base64 of username:password")
+            raise _error("'auth' is not the base64 of username:password", where=source)
         return Credentials(user, password, source)
     if entry.get("username") or entry.get("password"):
         user, password = entry.get("username"), entry.get("password")
         if not isinstance(user, str) or not isinstance(password, str) or not user or not password:
-            raise _error(f"{source}: 'username' and 'password' must both be non-empty strings")
+            raise _error("'username' and 'password' must both be non-empty strings", where=source)
         return Credentials(user, password, source)
     if entry.get("identitytoken"):
-        raise _error(f"{source}: identity tokens are not supported; log in with a username and password")
+        raise _error("identity tokens are not supported; log in with a username and password", where=source)
     return None  # an empty entry: `docker login` with a credsStore leaves these
 
 
@@ -177,10 +179,10 @@ def _from_helper(
         )
     except FileNotFoundError:
         if required:
-            raise _error(f"{source} for {host}: program not found") from None
+            raise _error("program not found", where=f"{source} for {host}") from None
         return None
     except subprocess.TimeoutExpired:
-        raise _error(f"{source} for {host}: no answer within {HELPER_TIMEOUT:g} s") from None
+        raise _error(f"no answer within {HELPER_TIMEOUT:g} s", where=f"{source} for {host}") from None
     if proc.returncode != 0:
         # The helper's protocol for "nothing stored"; its output is never quoted (it may echo secrets).
         if "credentials not found" in (proc.stdout + proc.stderr).lower():
@@ -190,9 +192,9 @@ def _from_helper(
         data = json.loads(proc.stdout)
         user, secret = data["Username"], data["Secret"]
     except (ValueError, KeyError, TypeError):
-        raise _error(f"{source} for {host}: answer is not JSON with Username and Secret") from None
+        raise _error("answer is not JSON with Username and Secret", where=f"{source} for {host}") from None
     if not isinstance(user, str) or not isinstance(secret, str) or not secret:
-        raise _error(f"{source} for {host}: answer is not JSON with Username and Secret")
+        raise _error("answer is not JSON with Username and Secret", where=f"{source} for {host}")
     if user == "<token>":
-        raise _error(f"{source} for {host}: identity tokens are not supported; use a username and password")
+        raise _error("identity tokens are not supported; use a username and password", where=f"{source} for {host}")
     return Credentials(user, secret, source)
