@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import traceback
 from typing import Self
 
 
@@ -50,6 +52,14 @@ class ProjectError(Exception):
     def __str__(self) -> str:
         head = label(runtime=self.runtime, arch=self.arch, reference=self.reference, where=self.where)
         return f"{head}: {self.detail}" if head else self.detail
+
+
+def cause_chain(error: BaseException) -> str:
+    """What led to `error`, for a log: the traceback of its cause chain (empty when it has no cause), with every
+    URL's query cut off (a presigned blob URL carries a signature)."""
+    if error.__cause__ is None:
+        return ""
+    return re.sub(r"\?[\w.~%-]+=[^\s'\")]*", "?...", "".join(traceback.format_exception(error)))
 
 
 def label(

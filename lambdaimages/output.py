@@ -193,6 +193,15 @@ def say(text: str, *, status: bool = False, show: bool = False) -> None:
         _console.status(current.name, None, text)
 
 
+def note(text: str) -> None:
+    """Lines for the running task's log only, marked as the log's own (MARK): never on the console, and left
+    out of `tail` (a failure's cause chain, which the one-line message leaves out)."""
+    current = _current()
+    if current is not None:
+        for line in text.splitlines():
+            current.write(MARK + line)
+
+
 def progress(fraction: float | None, text: str) -> None:
     """The running task's live status (`compressing 45% 4.0 MB/s`), in its log every LOG_EVERY seconds.
 

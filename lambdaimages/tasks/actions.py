@@ -12,7 +12,7 @@ from doit.exceptions import TaskFailed
 from lambdaimages import engine, layout, output
 from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
-from lambdaimages.errors import OutputError, ProjectError, PublishError, RenderError, UsageError
+from lambdaimages.errors import OutputError, ProjectError, PublishError, RenderError, UsageError, cause_chain
 from lambdaimages.image import load, push
 from lambdaimages.image import plan as image_plan
 from lambdaimages.inventory import images as inventories
@@ -31,7 +31,8 @@ class ProjectFailure(TaskFailed):
 
 
 def one_line_errors(action):
-    """Foreseeable failures end the task with their one-line message instead of a traceback.
+    """Foreseeable failures end the task with their one-line message instead of a traceback; the task's log
+    gets the traceback of the error's cause chain (`output.note`), which the message leaves out.
 
     The action also counts as running (`output.running`), so that Ctrl-C waits for it to clean up.
     """
@@ -43,6 +44,7 @@ def one_line_errors(action):
                 output.check()
                 return action(*args, **kwargs)
         except ProjectError as exc:
+            output.note(cause_chain(exc))
             return ProjectFailure(exc)
 
     return wrapper
