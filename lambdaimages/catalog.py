@@ -9,9 +9,9 @@ from pathlib import Path
 
 import yaml
 
-from lambdaimages import digest, platforms
+from lambdaimages import platforms
 from lambdaimages.errors import CatalogError
-from lambdaimages.registry.client import registry_url
+from lambdaimages.reference import Reference, registry_url, split_name
 
 COMPRESSIONS = ("xz", "gzip")
 TOP_KEYS = {"defaults", "runtimes", "publish", "push"}
@@ -30,8 +30,6 @@ DEFAULTS = {
 # A runtime name is a folder, an image repository (`<name>:local`) and a git branch: only the
 # characters all three accept, as Docker's repository grammar spells them, and never `*.lock`.
 NAME_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 REGISTRY_RE = re.compile(r"^(?:https?://)?[A-Za-z0-9.-]+(?::[0-9]{1,5})?/?$")
 
 
@@ -59,10 +57,14 @@ class Runtime:
     line: int = 0
 
     @property
+    def upstream(self) -> Reference:
+        """The upstream image: registry, repository, and the tag or digest the catalog names."""
+        return Reference.of(self.registry, self.repository, self.reference)
+
+    @property
     def image(self) -> str:
         """The upstream reference as users write it, e.g. public.ecr.aws/lambda/python:3.12."""
-        sep = "@" if digest.is_sha256(self.reference) else ":"
-        return f"{self.registry.removeprefix('https://')}/{self.repository}{sep}{self.reference}"
+        return str(self.upstream)
 
     @property
     def extension(self) -> str:
@@ -232,15 +234,15 @@ class _Context:
         )
 
     def image(self, image: str, node: yaml.Node, where: str) -> tuple[str, str]:
-        if "@" in image:
-            repository, _, reference = image.partition("@")
-            ok = digest.PATTERN.match(reference)
-        else:
-            repository, _, reference = image.rpartition(":")
-            ok = TAG_RE.match(reference) and "/" not in reference
-        if not repository or not ok or not REPO_RE.match(repository):
-            raise self.fail(node, where, f"image must be repository:tag or repository@sha256:..., got {image!r}")
-        return repository, reference
+        try:
+            repository, tag, digest = split_name(image)
+            if tag is None and digest is None:
+                raise ValueError("no tag")
+        except ValueError as exc:
+            raise self.fail(
+                node, where, f"image must be repository:tag or repository@sha256:..., got {image!r}: {exc}"
+            ) from None
+        return repository, digest or tag
 
     def smoke(self, node: yaml.Node, where: str) -> Smoke:
         fields = self.mapping(node, f"{where} smoke", SMOKE_KEYS)

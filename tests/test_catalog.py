@@ -98,6 +98,15 @@ def test_bad_catalogs(text, expected):
     assert error_of(text).startswith(expected)
 
 
+def test_an_uppercase_repository_is_refused_in_one_line_naming_the_image():
+    error = error_of("runtimes:\n  a:\n    image: lambda/Python:3.12\n")
+    assert error == (
+        "cat.yaml:3: runtime a: image must be repository:tag or repository@sha256:..., got 'lambda/Python:3.12': "
+        "repository 'lambda/Python': component 'Python' has uppercase letters (lowercase letters and digits, "
+        "joined by '.', '_', '__' or '-', separated by '/')"
+    )
+
+
 def test_smoke_test_files_must_exist(tmp_path):
     (tmp_path / "fn").mkdir()
     good = (

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -61,6 +62,15 @@ def test_push_targets():
     for bad in ("reg", "/repo", ""):
         with pytest.raises(ProjectError, match="expected HOST"):
             push.parse_target(bad, runtime)
+    for bad, why in (
+        ("reg/Mirror/py:1", "component 'Mirror' has uppercase letters"),
+        ("reg/m/py:-1", "tag '-1' is not allowed"),
+        (f"reg/m/py@sha256:{'a' * 64}", "name a tag to push under, not a digest"),
+    ):
+        with pytest.raises(UsageError, match=re.escape(f"push target {bad!r}: ") + ".*" + re.escape(why)):
+            push.parse_target(bad, runtime)
+    with pytest.raises(UsageError, match=re.escape("push target 'reg/UP': repository 'UP/lambda/python'")):
+        push.parse_target("reg/UP", runtime, mirror=True)
 
 
 def test_sbom_switch_takes_one_and_zero_and_refuses_anything_else():
@@ -441,6 +451,29 @@ def test_push_target_names_one_image(world, mirror):
     _, target = mirror
     run = run_doit(world["catalog"], world["out"], "push", f"to=http://{target.host}/x/y:1", check=False)
     assert run.returncode != 0 and "names one image" in run.stdout
+
+
+def test_push_to_a_loopback_registry_without_scheme_suggests_plain_http_at_once(world, mirror):
+    _, target = mirror  # a real plain-HTTP registry on 127.0.0.1
+    name = _gz(world)
+    began = time.monotonic()
+    run = run_doit(world["catalog"], world["out"], f"push:{name}", f"to={target.host}/mirror/{name}:2", check=False)
+    seconds = time.monotonic() - began
+    assert run.returncode != 0
+    assert f"registry {target.host}: HTTPS failed" in run.stdout
+    assert f"plain HTTP? use http://{target.host}/..." in run.stdout
+    assert "unreachable" not in run.stdout and "doit demo" not in run.stdout  # not the no-network hint
+    assert seconds < 8, f"{seconds:.1f} s: an SSL error was retried"
+    assert RegistryClient(target.url).manifest_digest(f"mirror/{name}", "2") is None
+
+
+def test_push_refuses_an_uppercase_repository_naming_the_target(world, mirror):
+    _, target = mirror
+    name = _gz(world)
+    to = f"http://{target.host}/Mirror/{name}:1"
+    run = run_doit(world["catalog"], world["out"], f"push:{name}", f"to={to}", check=False)
+    assert run.returncode != 0
+    assert f"push target {to!r}: repository 'Mirror/{name}': component 'Mirror' has uppercase letters" in run.stdout
 
 
 # -- an engine that is not on this machine's filesystem -------------------------------------------

@@ -23,6 +23,7 @@ from lambdaimages.digest import Digest, Verifier, is_sha256
 from lambdaimages.errors import UsageError
 from lambdaimages.image import referrers
 from lambdaimages.mediatypes import OCI_INDEX, OCI_MANIFEST, gzip_layer_for, index_for
+from lambdaimages.reference import Reference
 from lambdaimages.registry.client import RegistryClient
 from lambdaimages.snapshot import documents
 from lambdaimages.snapshot.cache import LayerCache
@@ -43,8 +44,12 @@ class Target:
     repository: str
     tag: str
 
+    @property
+    def reference(self) -> Reference:
+        return Reference(self.registry, self.repository, tag=self.tag)
+
     def __str__(self) -> str:
-        return f"{self.registry.removeprefix('https://')}/{self.repository}:{self.tag}"
+        return str(self.reference)
 
 
 def parse_target(text: str, runtime: Runtime, *, mirror: bool = False) -> Target:
@@ -55,21 +60,21 @@ def parse_target(text: str, runtime: Runtime, *, mirror: bool = False) -> Target
     `PREFIX/<upstream repository>:<upstream tag>`, one per runtime.
 
     Raises:
-        UsageError: not of that form.
+        UsageError: not of that form, or a repository name or tag the distribution spec does not allow.
     """
-    scheme = "http://" if text.startswith("http://") else ""
-    rest = text.removeprefix("http://").removeprefix("https://").rstrip("/")
-    host, _, path = rest.partition("/")
     upstream_tag = runtime.reference if not is_sha256(runtime.reference) else "latest"
+    image = text
     if mirror:
-        if not host:
+        if not text.removeprefix("http://").removeprefix("https://").partition("/")[0]:
             raise UsageError(f"push target {text!r}: expected HOST[:PORT][/PREFIX]", runtime=runtime.name)
-        repository = f"{path}/{runtime.repository}" if path else runtime.repository
-        return Target(scheme + host, repository, upstream_tag)
-    if not host or not path:
-        raise UsageError(f"push target {text!r}: expected HOST[:PORT]/REPOSITORY[:TAG]", runtime=runtime.name)
-    repository, _, tag = path.rpartition(":") if ":" in path.rsplit("/", 1)[-1] else (path, "", "")
-    return Target(scheme + host, repository, tag or upstream_tag)
+        image = f"{text.rstrip('/')}/{runtime.repository}:{upstream_tag}"
+    try:
+        found = Reference.parse(image, default_tag=upstream_tag)
+    except ValueError as exc:
+        raise UsageError(f"push target {text!r}: {exc}", runtime=runtime.name) from None
+    if found.digest is not None:
+        raise UsageError(f"push target {text!r}: name a tag to push under, not a digest", runtime=runtime.name)
+    return Target(found.registry, found.repository, found.tag)
 
 
 @dataclass

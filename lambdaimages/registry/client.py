@@ -18,6 +18,7 @@ import requests
 from lambdaimages import mediatypes
 from lambdaimages.digest import Digest, Verifier, is_sha256
 from lambdaimages.errors import DigestMismatch, RegistryError, RegistryUnreachable
+from lambdaimages.reference import Reference, display_name, is_loopback, registry_url
 
 CHUNK = 1 << 20
 RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -54,19 +55,6 @@ def client_settings(environ: Mapping[str, str] = os.environ) -> dict[str, float]
             raise RegistryError(f"{variable}={text!r}: expected a {'whole ' if kind is int else ''}number >= 0")
         settings[key] = value
     return settings
-
-
-def registry_url(registry: str) -> str:
-    """Base URL of a catalog `registry` value: `host[:port]` is HTTPS, `http://host:port` plain HTTP."""
-    registry = registry.rstrip("/")
-    if registry.startswith(("http://", "https://")):
-        return registry
-    return "https://" + registry
-
-
-def display_name(base_url: str) -> str:
-    """The registry as users write it (no scheme for HTTPS)."""
-    return base_url.removeprefix("https://")
 
 
 @dataclass(frozen=True)
@@ -155,6 +143,9 @@ class RegistryClient:
             try:
                 self.requests_sent += 1
                 resp = self._session.request(method, url, headers=headers, timeout=self._timeout, **kwargs)
+            except requests.exceptions.SSLError as exc:
+                # A TLS failure does not change on a retry; a loopback registry most often speaks plain HTTP.
+                raise RegistryError(_tls_failure(self.name, exc)) from None
             except (requests.ConnectionError, requests.Timeout) as exc:
                 attempt += 1
                 # Refused, unresolvable or silent on connect: down, not busy; say so at once.
@@ -269,9 +260,7 @@ class RegistryClient:
         return self._get_manifest(repository, reference, missing_ok=True)
 
     def _get_manifest(self, repository: str, reference: str, *, missing_ok: bool) -> Manifest | None:
-        what = (
-            f"{self.name}/{repository}:{reference}" if ":" not in reference else f"{self.name}/{repository}@{reference}"
-        )
+        what = str(Reference.of(self.base_url, repository, reference))
         resp = self._request(
             "GET",
             f"/v2/{repository}/manifests/{reference}",
@@ -492,6 +481,16 @@ class RegistryClient:
         if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
             return None
         return Manifest(index.get("mediaType") or mediatypes.OCI_INDEX, body, Digest.of(body))
+
+
+def _tls_failure(name: str, exc: Exception) -> str:
+    """What a failed TLS handshake with registry `name` says: the SSL reason, and for a loopback registry the fix."""
+    found = re.search(r"\[SSL: [A-Z0-9_]+\] ([^(')\]]+)", str(exc))
+    reason = found.group(1).strip() if found else _short(exc)
+    message = f"registry {name}: HTTPS failed ({reason})"
+    if is_loopback(name):
+        message += f": plain HTTP? use http://{name}/..."
+    return message
 
 
 def _is_refused_or_dns(exc: Exception) -> bool:
