@@ -145,7 +145,7 @@ class RegistryClient:
                 resp = self._session.request(method, url, headers=headers, timeout=self._timeout, **kwargs)
             except requests.exceptions.SSLError as exc:
                 # A TLS failure does not change on a retry; a loopback registry most often speaks plain HTTP.
-                raise RegistryError(_tls_failure(self.name, exc)) from None
+                raise RegistryError(_tls_failure(self.name, exc)) from exc
             except (requests.ConnectionError, requests.Timeout) as exc:
                 attempt += 1
                 # Refused, unresolvable or silent on connect: down, not busy; say so at once.
