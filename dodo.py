@@ -137,7 +137,7 @@ def task_build():
             "name": rt.name,
             "actions": [(actions.build_runtime, [OUT, rt])],
             "task_dep": [f"snapshot:{rt.name}", f"load:{rt.name}"],
-            "uptodate": [uptodate.ImageCurrent(OUT, rt)],
+            "uptodate": [uptodate.ImageCurrent(OUT, rt), uptodate.BuildRecorded(OUT, rt)],
             "clean": [(actions.clean_image, [OUT, rt])],
             **SHOWN,
         }
@@ -191,6 +191,16 @@ def task_changes():
             "uptodate": [False],
             **SHOWN,
         }
+
+
+def task_check_base():
+    """Name the snapshot each image is built on, and what changed since (`doit check_base image=NAME archive=FILE`)."""
+    repo = branches.target_repo(get_var("repo", None), CATALOG)  # its published branches are bases too
+    return {
+        "actions": [(actions.check_base, [OUT, CATALOG, repo, sys.argv])],
+        "uptodate": [False],
+        **SHOWN,
+    }
 
 
 def task_verify_branch():

@@ -81,6 +81,15 @@ def image_id(ref: str) -> str | None:
     return found["Id"] if found is not None else None
 
 
+def image_diff_ids(ref: str) -> tuple[str, ...] | None:
+    """The diff_ids of an image's layers, lowest first (`docker inspect`'s RootFS.Layers), or None when the engine
+    has no such image."""
+    found = inspect_image(ref)
+    if found is None:
+        return None
+    return tuple((found.get("RootFS") or {}).get("Layers") or ())
+
+
 def save_image(image: str, chunk_size: int) -> Iterator[bytes]:
     """`docker save IMAGE` as a stream of chunks; a fault while streaming is an EngineError with the engine's words."""
     with _faults():

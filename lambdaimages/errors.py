@@ -134,3 +134,7 @@ class BranchError(ProjectError):
 class UsageError(ProjectError):
     """A task was asked for something it cannot do as given: a missing or malformed command-line variable
     (`to=`, `clone=`) or push target."""
+
+
+class ImageError(ProjectError):
+    """An image to check cannot be read: the engine has no such image, or a file is not a docker-archive."""

@@ -43,6 +43,11 @@ def previous_state_path(out: Path, runtime: str, arch: str) -> Path:
     return Path(out) / STATE / runtime / f"{arch}.previous.json"
 
 
+def builds_path(out: Path, runtime: str) -> Path:
+    """The diff_ids of the runtime's `<rt>:local` builds, by the upstream manifest each was built from."""
+    return Path(out) / STATE / runtime / "local-builds.json"
+
+
 def publish_dir(out: Path, runtime: str) -> Path:
     """The private git directory (bare, own index) in which a runtime's branch commits are made."""
     return Path(out) / PUBLISH / f"{runtime}.git"

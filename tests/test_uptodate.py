@@ -5,11 +5,13 @@ from pathlib import Path
 
 import pytest
 from doit_cli import run_doit
+from states import make_state
 
 from lambdaimages import engine
+from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import EngineError
-from lambdaimages.image import load, plan
+from lambdaimages.image import builds, load, plan
 from lambdaimages.snapshot import fingerprint
 from lambdaimages.tasks import uptodate
 from lambdaimages.testbed import ROOT
@@ -38,6 +40,7 @@ def test_checks_show_their_kind_and_runtime():
     assert repr(uptodate.ImagesLoaded(out, RUNTIME)) == "images_loaded(demo.python)"
     assert repr(uptodate.VerificationCurrent(out, RUNTIME)) == "verification_current(demo.python)"
     assert str(uptodate.ImageCurrent(out, RUNTIME)) == "image_current(demo.python)"
+    assert repr(uptodate.BuildRecorded(out, RUNTIME)) == "build_recorded(demo.python)"
 
 
 def test_snapshot_unchanged_saves_the_files_and_sees_a_rewritten_one(tmp_path, monkeypatch):
@@ -72,6 +75,21 @@ def test_image_current_saves_the_build_inputs_and_the_image_after_the_run(monkey
     assert check(FakeTask(), saved) is True
     built["inputs"] = {"dockerfile": "2"}
     assert check(FakeTask(), saved) is False
+
+
+def test_build_recorded_until_the_current_snapshots_build_is(tmp_path, monkeypatch):
+    monkeypatch.setattr(plan, "built_arch", lambda runtime: "x86_64")
+    check = uptodate.BuildRecorded(tmp_path, RUNTIME)
+    assert check(FakeTask(), {}) is False  # no state
+    state = make_state(runtime=RUNTIME.name, architecture="x86_64")
+    states_on_disk.write(tmp_path, state)
+    assert check(FakeTask(), {}) is False  # a state, no build recorded
+    builds.record(tmp_path, RUNTIME.name, "sha256:" + "0" * 64, ("sha256:" + "1" * 64,))
+    assert check(FakeTask(), {}) is False  # another snapshot's build
+    builds.record(tmp_path, RUNTIME.name, state.manifest_digest, ("sha256:" + "2" * 64,))
+    assert check(FakeTask(), {}) is True
+    monkeypatch.setattr(plan, "built_arch", lambda runtime: None)
+    assert uptodate.BuildRecorded(tmp_path / "other", RUNTIME)(FakeTask(), {}) is True  # nothing to build
 
 
 @pytest.mark.parametrize("failure", [OSError("unreadable"), EngineError("the engine does not answer")])

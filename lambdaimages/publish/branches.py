@@ -21,6 +21,7 @@ from lambdaimages import layout, output
 from lambdaimages.catalog import Catalog, Runtime
 from lambdaimages.commit_message import CommitMessage
 from lambdaimages.errors import PublishError
+from lambdaimages.image import base, builds
 from lambdaimages.inventory import images as inventories
 from lambdaimages.publish import changes, git, snapshots
 from lambdaimages.snapshot.cache import LayerCache
@@ -175,6 +176,46 @@ def branch_snapshot(repo: git.PrivateRepo, commit: str, runtime: Runtime, out: P
         inventory = inventories.parse(repo.show(commit, f"{arch}/{layout.SBOM}"))
         archs[arch] = snapshots.ArchSnapshot(arch, message.manifests.get(arch), found, dockerfiles[arch], inventory)
     return snapshots.Snapshot(runtime.name, message.reference, f"published commit {commit[:12]}", archs)
+
+
+def published_bases(out: Path, runtime: Runtime, repo: str) -> list[base.Base]:
+    """The snapshot the runtime's published branch holds, per architecture, as a base images may be built on
+    (`check_base`): diff_ids from the ADD lines (tarballs are named by them), the manifest digest from the commit
+    message, the inventory from its SBOM. Empty when the repository has no such branch.
+
+    The branch's tip is fetched into the private repository; when the repository cannot be reached, the tip
+    fetched last (by publish, changes or check_base) is used, and none when there is none.
+    """
+    url = remote_url(repo)
+    path = _local_path(url)
+    if path is not None and not path.exists():
+        return []
+    private = git.PrivateRepo(out, runtime.name, url)
+    try:
+        tip = private.remote_tip()
+    except PublishError as exc:
+        tip = private.run("rev-parse", "--verify", "--quiet", private.published_ref, check=False).strip() or None
+        output.say(f"{runtime.name}: branch not fetched ({exc}); {'the last fetched tip' if tip else 'none'} used")
+    if tip is None:
+        return []
+    digests = CommitMessage.parse(private.message(tip)).manifests
+    snapshot = SnapshotView(out, runtime)
+    built = builds.read(out, runtime.name)
+    found = []
+    for arch in runtime.architectures:
+        dockerfile = private.show(tip, f"{arch}/Dockerfile.{runtime.name}")
+        if dockerfile is None or arch not in digests:
+            continue
+        diff_ids = tuple(f"sha256:{name}" for name, _ in snapshots.dockerfile_layers(dockerfile))
+        local = snapshot.state_or_none(arch)
+        current = local is None or local.manifest_digest == digests[arch]
+        label = f"published commit {tip[:12]}"
+        sbom = private.show(tip, f"{arch}/{layout.SBOM}")
+        local_builds = builds.of_manifest(built, digests[arch])
+        found.append(
+            base.Base(runtime.name, arch, digests[arch], diff_ids, label, current, local_builds, sbom_text=sbom)
+        )
+    return found
 
 
 # -- publish ---------------------------------------------------------------------------------------

@@ -7,13 +7,21 @@ import shutil
 import threading
 from pathlib import Path
 
-from doit.exceptions import TaskFailed
+from doit.exceptions import TaskError, TaskFailed
 
 from lambdaimages import engine, layout, output
 from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
-from lambdaimages.errors import OutputError, ProjectError, PublishError, RenderError, UsageError, cause_chain
-from lambdaimages.image import load, push
+from lambdaimages.errors import (
+    ImageError,
+    OutputError,
+    ProjectError,
+    PublishError,
+    RenderError,
+    UsageError,
+    cause_chain,
+)
+from lambdaimages.image import archive, base, builds, load, push
 from lambdaimages.image import plan as image_plan
 from lambdaimages.inventory import images as inventories
 from lambdaimages.inventory import report
@@ -182,6 +190,9 @@ def build_runtime(out: Path, runtime: Runtime) -> None:
         return
     image = engine.build(plan.context, plan.dockerfile, layout.local_tag(runtime.name), runtime=runtime.name)
     output.say(f"{runtime.name}: built {layout.local_tag(runtime.name)} ({plan.arch}) {image}")
+    # check_base names the snapshot of an image built FROM <rt>:local by these (ADD re-tars: not upstream's ids).
+    diff_ids = engine.image_diff_ids(layout.local_tag(runtime.name)) or ()
+    builds.record(out, runtime.name, SnapshotView(out, runtime).state(plan.arch).manifest_digest, diff_ids)
     output.count("built", images=1)
 
 
@@ -326,6 +337,78 @@ def clean_private(out: Path, runtime: Runtime) -> None:
     if folder.exists():
         shutil.rmtree(folder)
         output.say(f"removed {folder}")
+
+
+# -- check_base ----------------------------------------------------------------------------
+
+
+def check_base_requests(argv: list[str]) -> tuple[list[str], list[str]]:
+    """The images (`image=A,B`, repeatable) and docker-archives (`archive=FILE`, repeatable) asked for.
+
+    Read from the command line itself: doit's `get_var` keeps only the last of repeated variables.
+    """
+    images: list[str] = []
+    archives: list[str] = []
+    for word in argv[1:]:
+        key, equals, value = word.partition("=")
+        if equals and key == "image":
+            images += [name.strip() for name in value.split(",") if name.strip()]
+        elif equals and key == "archive" and value:
+            archives.append(value)
+    return images, archives
+
+
+@one_line_errors
+def check_base(out: Path, catalog, repo: str | None, argv: list[str]):
+    """Name each image's base snapshot and whether upstream moved since; one line per image and a summary.
+
+    doit's exit status is the verdict: 0 every image on a current base, 1 one behind (a failed task), 2 one on no
+    known base or not readable, or the check could not run (a task error).
+    """
+    try:
+        images, archives = check_base_requests(argv)
+        if not images and not archives:
+            raise UsageError("which images? `doit check_base image=NAME[,NAME...]` or `archive=FILE` (both repeatable)")
+        subjects, unreadable = [], []
+        for name in images:
+            diff_ids = engine.image_diff_ids(name)
+            if diff_ids is None:
+                unreadable.append(
+                    base.Verdict.unreadable(name, f"no such image in the engine at {engine.engine_name()}")
+                )
+            else:
+                subjects.append(base.Subject(name, diff_ids))
+        for path in archives:
+            try:
+                subjects += [base.Subject(f"{name} ({path})", ids) for name, ids in archive.saved_images(Path(path))]
+            except ImageError as exc:
+                unreadable.append(base.Verdict.unreadable(path, exc.detail))
+        known = base.local_bases(out, catalog.runtimes)
+        if repo:
+            for runtime in catalog.runtimes:
+                known += branches.published_bases(out, runtime, repo)
+        if not known:
+            output.say(
+                f"no snapshot under {out} (run `doit snapshot`) and no published branch: no base is known", show=True
+            )
+        verdicts = base.check(subjects, known, base.inventory_reader(out)) + unreadable
+    except ProjectError as exc:
+        return TaskError(str(exc))
+    for verdict in verdicts:
+        output.say(verdict.line(), show=True)
+        if verdict.changes:
+            for line in verdict.changes.lines():
+                output.say(f"  {line}")
+    output.say(base.summary(verdicts), show=True)
+    status = base.exit_status(verdicts)
+    if not status:
+        return {}
+    off = sum(verdict.status != base.CURRENT for verdict in verdicts)
+    failure = (TaskFailed if status == base.EXIT_STATUS[base.BEHIND] else TaskError)(
+        f"{off} of {len(verdicts)} image{'s' if len(verdicts) != 1 else ''} not on a current base"
+    )
+    failure.shown = True  # its lines are on the console already: the reporter adds only the log's path
+    return failure
 
 
 # -- verify --------------------------------------------------------------------------------

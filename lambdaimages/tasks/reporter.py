@@ -35,9 +35,10 @@ class Reporter(ConsoleReporter):
     actions (so `output.begin` there makes their `output.say` land in that task's log), and every other
     method on the main thread. A task streams all its lines to the console when its doit verbosity is 2
     (`doit -v 2`). A failure is `FAILED <task>: <message>` on one line, followed by its log's last lines
-    and path. Tasks skipped because a task they depend on failed are counted, not listed, and so are
-    further failures with the same cause (one registry down stops every runtime it serves): the first
-    line is the one worth reading.
+    and path (only the path when the task showed its lines itself: a failure marked `shown`, check_base's).
+    Tasks skipped because a task they depend on failed are counted, not listed, and so are further failures
+    with the same cause (one registry down stops every runtime it serves): the first line is the one worth
+    reading.
     """
 
     out: Path | None = None  # the output folder whose .logs/ gets each task's log; None: no logs
@@ -122,6 +123,8 @@ class Reporter(ConsoleReporter):
         log = self._log(task)
         tail = output.tail(log, TAIL_LINES) if log is not None and task.executed else []
         detail = [*tail, f"log: {log}"] if tail else []  # an empty log is not worth a line
+        if getattr(fail, "shown", False) and detail:  # a verdict whose lines the task showed (check_base)
+            detail = detail[-1:]
         output.end(task.name, FAILED, message=message, detail=detail)
 
     def cleanup_error(self, exception):

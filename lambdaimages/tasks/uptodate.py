@@ -7,8 +7,9 @@ from pathlib import Path
 from lambdaimages import engine, layout
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import ProjectError
-from lambdaimages.image import load, plan
+from lambdaimages.image import builds, load, plan
 from lambdaimages.snapshot import fingerprint
+from lambdaimages.snapshot.view import SnapshotView
 
 # What "cannot be computed" means: a file or the engine that cannot be read. The task then is not up to date.
 FAILURES = (OSError, ProjectError)
@@ -83,6 +84,20 @@ class ImageCurrent(Check):
 
     def saved(self) -> dict:
         return {"inputs": plan.build_inputs(self.out, self.runtime), "image_id": plan.built_image_id(self.runtime)}
+
+
+class BuildRecorded(Check):
+    """The diff_ids of the build of the current snapshot are recorded for check_base (`image.builds`), so a build
+    made before they were is done once more (nothing saved: the record says)."""
+
+    name = "build_recorded"
+
+    def current(self, values: dict) -> bool:
+        arch = plan.built_arch(self.runtime)
+        if arch is None:
+            return True
+        state = SnapshotView(self.out, self.runtime).state_or_none(arch)
+        return state is not None and builds.recorded(self.out, self.runtime.name, state.manifest_digest)
 
 
 class ImagesLoaded(Check):
