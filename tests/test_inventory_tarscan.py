@@ -82,11 +82,6 @@ def test_sparse_files_as_gnu_tar_writes_them(tmp_path, tar_format):
     assert facts.notes == {}
 
 
-def test_base256_numbers_as_gnu_tar_writes_them():
-    for value in (0, 8**11, 2**40 + 5, -1):
-        assert tarscan._number(tarfile.itn(value, 12, tarfile.GNU_FORMAT)) == value
-
-
 def test_a_stream_cut_short_or_corrupt_keeps_what_came_before():
     data = tar_of({"a": b"1" * 2000, "b": b"2" * 2000, "c": b"3"})
     cut = feed(data[:1500])

@@ -1,4 +1,4 @@
-"""A push tar parser for layer streams: every path, and the package and version files an inventory reads."""
+"""What an inventory reads of a layer tar pushed in chunks: every path, and the package and version files."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ from lambdaimages.inventory import dotnet, dpkg, golang, languages, rpmdb
 from lambdaimages.inventory.facts import Entry, Found, LayerFacts
 from lambdaimages.inventory.versions import TEXT_FILES
 from lambdaimages.tools.layers import WHITEOUT, member_role, normalize_path
+from lambdaimages.tools.tarstream import Member, TarError, TarReader, Truncated, Writer
 
-BLOCK = 512
 MEMORY_LIMIT = 1 << 20  # a captured file up to this size stays in memory, a bigger one goes to a temp file
-META_LIMIT = 1 << 20  # pax headers and GNU long names
 RPM_DATABASES = {
     "var/lib/rpm/Packages": "rpm-bdb",
     "var/lib/rpm/rpmdb.sqlite": "rpm-sqlite",
@@ -50,10 +49,9 @@ LIMITS = {
 # rpm databases are read apart: they also give the files each package owns.
 _STREAM_PARSERS = {"jar": languages.maven_packages}
 _SPOOLED = {"rpm-bdb", "rpm-sqlite", *_STREAM_PARSERS}  # kinds whose parser reads a file; the others get bytes
-# Tar entry type flags: what each makes in the image; the header-only ones carry no data whatever their size.
-_TYPES = {"0": "file", "\0": "file", "7": "file", "S": "file", "1": "hardlink", "2": "symlink", "5": "dir"}
-_TYPES.update(dict.fromkeys("346", "other"))
-_META_TYPES = {"L", "K", "x", "g"}  # GNU long name and link, pax extended and global headers
+# What each kind of tar member (`tarstream.KINDS`) is in an inventory's entries.
+_KINDS = {"file": "file", "hardlink": "hardlink", "symlink": "symlink", "dir": "dir"}
+_KINDS.update(dict.fromkeys(("char", "block", "fifo"), "other"))
 
 
 def classify(path: str) -> str | None:
@@ -83,7 +81,7 @@ class _Capture:
 
     def __init__(self, kind: str, path: str, size: int, tmpdir: str | None) -> None:
         self.kind, self.path, self.size = kind, path, size
-        self.want = min(size, LIMITS[kind].size) if kind in LIMITS else min(size, META_LIMIT)
+        self.want = min(size, LIMITS[kind].size)
         self.got = 0
         self.file: BinaryIO | None = None
         self.buffer = bytearray()
@@ -175,126 +173,88 @@ class _Sniff:
 class LayerScanner:
     """Reads a layer tar pushed in chunks of any size and keeps what an inventory needs, as `LayerFacts`.
 
-    Handles ustar, GNU (long names and links, base-256 sizes, old sparse files) and pax (path, linkpath, size)
-    headers. Member contents stream past without copies, except the few files `classify` names: those are
-    captured up to their `LIMITS` (small ones in memory, databases and jars in temp files) and parsed when
-    complete. Anything unreadable becomes a note naming the file; nothing raises. A bad header checksum ends
-    the scan with a note (the rest of the stream is counted, not parsed).
+    The tar is read by `tools.tarstream` (tarfile's rules, the ones the file tree follows). Member contents
+    stream past without copies, except the few files `classify` names: those are captured up to their `LIMITS`
+    (small ones in memory, databases and jars in temp files) and parsed when complete, and the files that
+    `CONTENT_READERS` pick by their first bytes. Anything unreadable becomes a note naming the file; nothing
+    raises. A stream the reader cannot read, or a later header that ends the archive, ends the scan with a note
+    (the rest of the stream is counted, not parsed).
     """
 
     def __init__(self, name: str = "", tmpdir: str | None = None) -> None:
         self._facts = LayerFacts(name=name)
         self._tmpdir = tmpdir
-        self._pending = bytearray()  # a header split across chunks
-        self._skip = 0  # bytes of the current member's data and padding still to come
+        self._reader = TarReader(self)
         self._capture: _Capture | _Sniff | None = None
-        self._member = ""  # the path whose data is streaming, for notes
-        self._state = "header"  # header, sparse (GNU sparse extension blocks), end, broken
-        self._overrides: dict[str, str] = {}  # from a pax header or GNU long name/link, for the next member
-        self._sparse: tuple[int, _Capture | _Sniff | None] = (0, None)  # the data to start after the extension blocks
+        self._member = ""  # the path last read, for notes
         self._closed = False
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> None:
         """Parse the next bytes of the tar stream."""
-        view = memoryview(chunk).cast("B")
-        self._facts.size += len(view)
-        pos, end = 0, len(view)
-        while pos < end:
-            if self._skip:
-                take = min(self._skip, end - pos)
-                if self._capture is not None:
-                    self._capture.write(view[pos : pos + take])
-                pos += take
-                self._skip -= take
-                if not self._skip:
-                    self._finish_member()
-                continue
-            if self._state in ("end", "broken"):
-                return
-            if self._pending or end - pos < BLOCK:
-                take = min(BLOCK - len(self._pending), end - pos)
-                self._pending += view[pos : pos + take]
-                pos += take
-                if len(self._pending) < BLOCK:
-                    return
-                block = bytes(self._pending)
-                self._pending.clear()
-            else:
-                block = bytes(view[pos : pos + BLOCK])
-                pos += BLOCK
-            self._block(block)
+        self._facts.size += memoryview(chunk).nbytes
+        if self._reader is None:
+            return
+        try:
+            self._reader.feed(chunk)
+        except TarError as error:
+            self._stop(error)
 
     def close(self) -> LayerFacts:
         """The facts of the layer; notes say if the stream ended early. The scanner is done after this."""
         if not self._closed:
             self._closed = True
-            if self._skip or self._capture is not None:
-                self._facts.note("", f"the tar ends inside {self._member!r}")
-                self._finish_member()  # parsed if its content is whole (only the padding is missing)
-            elif self._pending or self._state == "sparse":
-                self._facts.note("", "the tar ends inside a header")
-                if self._sparse[1] is not None:
-                    self._sparse[1].close()
+            if self._reader is not None:
+                try:
+                    self._reader.close()
+                except TarError as error:
+                    self._stop(error)
+                else:
+                    if self._reader.stopped is not None:
+                        self._stop(self._reader.stopped)
+            self._drop_capture()
         return self._facts
 
-    # -- headers ----------------------------------------------------------------------------------
-
-    def _block(self, block: bytes) -> None:
-        if self._state == "sparse":
-            if not block[504]:  # the last extension block: the data follows
-                self._state = "header"
-                self._start_data(*self._sparse)
-                self._sparse = (0, None)
-            return
-        if not any(block):  # end of archive; what follows (more zeros, usually) is not read
-            self._state = "end"
-            return
-        try:
-            self._header(block)
-        except ValueError as error:
-            self._state = "broken"
-            self._facts.note("", f"unreadable tar header after {self._member!r}: {error}; the rest is not read")
-
-    def _header(self, block: bytes) -> None:
-        checksum = _number(block[148:156])
-        if checksum != sum(block) - sum(block[148:156]) + 8 * 32:
-            raise ValueError("bad header checksum")
-        flag = chr(block[156])
-        size = _number(block[124:136])
-        if flag in _META_TYPES:
-            self._member = f"<{flag} header>"
-            if size > META_LIMIT:
-                self._facts.note("", f"a {flag!r} header of {size} bytes is not read")
-            self._start_data(size, _Capture(flag, "", size, None) if size <= META_LIMIT else None)
-            return
-        overrides, self._overrides = self._overrides, {}
-        name = block[0:100].split(b"\0", 1)[0]
-        if block[257:263] == b"ustar\0":  # POSIX: a prefix; GNU keeps other fields there
-            prefix = block[345:500].split(b"\0", 1)[0]
-            name = prefix + b"/" + name if prefix else name
-        raw = overrides.get("path") or name.decode("utf-8", "surrogateescape")
-        link = overrides.get("linkpath") or block[157:257].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-        if "size" in overrides:
-            size = int(overrides["size"])
-        # A sparse file stores less than it holds: the image sees its real size (GNU header field, or pax).
-        sparse = flag == "S" or "GNU.sparse.realsize" in overrides or "GNU.sparse.size" in overrides
-        real = _number(block[483:495]) if flag == "S" else size
-        real = int(overrides.get("GNU.sparse.realsize") or overrides.get("GNU.sparse.size") or real)
-        path = normalize_path(raw)
-        self._member = path
-        kind = _TYPES.get(flag)
-        data = size if kind in ("file", None) else 0
-        if kind is None:
-            self._facts.note(path, f"tar entry type {flag!r} is not a file: not read")
+    def _stop(self, error: TarError) -> None:
+        if isinstance(error, Truncated):
+            where = f"inside {self._member!r}" if error.member is not None else "inside a header"
+            self._facts.note("", f"the tar ends {where}")
         else:
-            self._record(path, kind, real, link)
-        capture = None
-        if kind == "file" and not sparse and not path.rpartition("/")[2].startswith(WHITEOUT):
-            capture = self._capture_for(path, size)
-        if flag == "S" and block[482]:  # old GNU sparse: more map blocks before the data
-            self._state, self._sparse = "sparse", (data, capture)
-            return
-        self._start_data(data, capture)
+            self._facts.note("", f"unreadable tar header after {self._member!r}: {error}; the rest is not read")
+        self._reader = None
+        self._drop_capture()
+
+    def _drop_capture(self) -> None:
+        if self._capture is not None:
+            self._capture.close()
+            self._capture = None
+
+    # -- the tarstream.Visitor ---------------------------------------------------------------------
+
+    def member(self, member: Member) -> Writer | None:
+        """Record one member; the capture its content goes to, if an inventory reads it."""
+        path = normalize_path(member.name)
+        self._member = path
+        kind = _KINDS.get(member.kind)
+        if kind is None:
+            self._facts.note(path, f"tar entry type {member.type.decode('latin-1')!r} is not a file: not read")
+            return None
+        self._record(path, kind, member.size, member.linkname)
+        if kind == "file" and not path.rpartition("/")[2].startswith(WHITEOUT):
+            self._capture = self._capture_for(path, member.size)
+            if self._capture is not None:
+                return self._capture.write
+        return None
+
+    def content_end(self) -> None:
+        """The captured member's content is whole: parse it."""
+        capture, self._capture = self._capture, None
+        try:
+            if capture.got >= capture.want:
+                self._parse(capture)
+        except Exception as error:  # a parser's bug must cost one file, not the snapshot
+            self._facts.note(capture.path, f"cannot read: {error!r}")
+        finally:
+            capture.close()
 
     def _record(self, path: str, kind: str, size: int, link: str) -> None:
         role, path = member_role(path)
@@ -321,42 +281,6 @@ class LayerScanner:
             self._facts.note(path, f"{size} bytes, more than the {limit.size} read of such a file: not read")
             return None
         return _Capture(kind, path, size, self._tmpdir)
-
-    def _start_data(self, size: int, capture: _Capture | _Sniff | None) -> None:
-        self._capture = capture
-        self._skip = -(-size // BLOCK) * BLOCK
-        if not self._skip:
-            self._finish_member()
-
-    # -- contents ---------------------------------------------------------------------------------
-
-    def _finish_member(self) -> None:
-        capture, self._capture = self._capture, None
-        if capture is None:
-            return
-        try:
-            if capture.got < capture.want:
-                return  # the tar ended early; close() says so
-            if capture.kind in _META_TYPES:
-                self._meta(capture.kind, capture.data())
-            else:
-                self._parse(capture)
-        except Exception as error:  # a parser's bug must cost one file, not the snapshot
-            self._facts.note(capture.path, f"cannot read: {error!r}")
-        finally:
-            capture.close()
-
-    def _meta(self, kind: str, data: bytes) -> None:
-        if kind == "L":
-            self._overrides["path"] = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-        elif kind == "K":
-            self._overrides["linkpath"] = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-        elif kind == "x":
-            records = _pax_records(data)
-            wanted = ("path", "linkpath", "size", "GNU.sparse.size", "GNU.sparse.realsize")
-            self._overrides.update({k: v for k, v in records.items() if k in wanted})
-            if "GNU.sparse.name" in records:
-                self._overrides["path"] = records["GNU.sparse.name"]
 
     def _parse(self, capture: _Capture | _Sniff) -> None:
         kind, path = capture.kind, capture.path
@@ -395,31 +319,6 @@ _PARSERS = {
     "gem": languages.gem_package,
     "dotnet": dotnet.deps_packages,
 }
-
-
-def _number(field: bytes) -> int:
-    """A numeric header field: octal text, or GNU's base-256 (first byte 0x80 or 0xff)."""
-    if field[:1] in (b"\x80", b"\xff"):
-        value = int.from_bytes(field[1:], "big")
-        return value - (1 << (8 * len(field[1:]))) if field[0] == 0xFF else value
-    text = field.split(b"\0", 1)[0].strip()
-    return int(text, 8) if text else 0
-
-
-def _pax_records(data: bytes) -> dict[str, str]:
-    """The `<length> <key>=<value>\\n` records of a pax extended header."""
-    records = {}
-    pos = 0
-    while pos < len(data) and data[pos : pos + 1] != b"\0":
-        space = data.find(b" ", pos)
-        length = int(data[pos:space]) if space > pos else 0
-        record = data[space + 1 : pos + length]
-        if length <= 0 or not record.endswith(b"\n"):
-            raise ValueError(f"malformed pax record at byte {pos}")
-        key, _, value = record[:-1].partition(b"=")
-        records[key.decode("utf-8", "replace")] = value.decode("utf-8", "surrogateescape")
-        pos += length
-    return records
 
 
 def scan_stream(stream: BinaryIO, name: str = "", chunk: int = 1 << 20) -> LayerFacts:

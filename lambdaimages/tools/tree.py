@@ -10,7 +10,6 @@ import os
 import shutil
 import tarfile
 import tempfile
-import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -19,19 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from lambdaimages.tools.layers import apply_layer, member_role, normalize_path
-
-CHUNK = 1 << 20
-TYPES = {
-    tarfile.REGTYPE: "file",
-    tarfile.AREGTYPE: "file",
-    tarfile.CONTTYPE: "file",
-    tarfile.GNUTYPE_SPARSE: "file",
-    tarfile.DIRTYPE: "dir",
-    tarfile.SYMTYPE: "symlink",
-    tarfile.CHRTYPE: "char",
-    tarfile.BLKTYPE: "block",
-    tarfile.FIFOTYPE: "fifo",
-}
+from lambdaimages.tools.tarstream import CHUNK, Member, TarError, Writer, read_stream
 
 LayerSource = BinaryIO | str | os.PathLike
 
@@ -84,8 +71,8 @@ def merge_layers(layers: Iterable[LayerSource]) -> dict[str, Entry]:
     Layers apply lowest first as `tools.layers` combines them, with OCI whiteouts: `.wh.<name>` deletes `name`
     and what is below it from lower layers, `.wh..wh..opq` hides everything lower layers put in its directory; a
     whiteout never hides an entry of its own layer. Missing parent directories appear as Docker creates them (0755,
-    root). Each layer is a tar, plain or gzip, bzip2 or xz compressed. Paths are recorded as Docker cleans them,
-    never followed or written.
+    root). Each layer is a tar, plain or gzip, bzip2 or xz compressed, read by `tools.tarstream` up to its end.
+    Paths are recorded as Docker cleans them, never followed or written.
 
     Args:
         layers: open binary streams or paths of the layer tars.
@@ -100,57 +87,62 @@ def merge_layers(layers: Iterable[LayerSource]) -> dict[str, Entry]:
                 name, stream = os.fspath(layer), stack.enter_context(open(layer, "rb"))
             else:
                 name, stream = getattr(layer, "name", f"layer {index}"), layer
+            reading = _LayerReading(tree, name)
             try:
-                _apply(tree, _read_layer(stream, tree, name))
-            except (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error) as error:
+                read_stream(stream, reading)
+            except TarError as error:
                 raise ValueError(f"{name}: not a readable layer tar: {error}") from error
+            _apply(tree, reading.layer)
     return _entries(tree)
 
 
-def _read_layer(stream: BinaryIO, lower: dict[str, _Node], name: str) -> _Layer:
-    layer = _Layer()
-    with tarfile.open(fileobj=stream, mode="r|*") as archive:  # "r|*" detects the compression by magic bytes
-        while (member := archive.next()) is not None:
-            archive.members.clear()  # stream mode would otherwise keep every header it has read
-            role, path = member_role(normalize_path(member.name))
-            if role == "opaque":
-                layer.opaques.add(path)
-            elif role == "whiteout":
-                layer.whiteouts.add(path)
-            elif role == "entry":
-                layer.entries[path] = _node(archive, member, layer.entries, lower, name)
-    return layer
+class _LayerReading:
+    """The `tarstream.Visitor` that makes one layer's entries, hashing each file's content as it streams by."""
 
+    def __init__(self, lower: dict[str, _Node], name: str) -> None:
+        self.layer, self.lower, self.name = _Layer(), lower, name
+        self._node: _Node | None = None
+        self._digest = hashlib.sha256()
 
-def _node(archive: tarfile.TarFile, member: tarfile.TarInfo, same: dict, lower: dict, name: str) -> _Node:
-    if member.islnk():
-        # Docker resolves a hardlink against the merged tree, then chowns and chmods the shared inode.
-        target = same.get(normalize_path(member.linkname)) or lower.get(normalize_path(member.linkname))
-        if target is None or target.type == "dir":
-            raise ValueError(f"{name}: hardlink {member.name} to {member.linkname}, which is not in the tree")
-        target.uid, target.gid = member.uid, member.gid
-        if target.type != "symlink":
-            target.mode = member.mode & 0o7777
-        return target
-    kind = TYPES.get(member.type)
-    if kind is None:
-        raise ValueError(f"{name}: {member.name} has unsupported tar entry type {member.type!r}")
-    # Tars from `docker save` carry file-type bits in the mode field; a symlink's own mode means nothing on Linux.
-    node = _Node(kind, 0o777 if kind == "symlink" else member.mode & 0o7777, member.uid, member.gid)
-    if kind == "file":
-        node.size, node.sha256 = member.size, _sha256(archive.extractfile(member))
-    elif kind == "symlink":
-        node.linkname = member.linkname
-    elif kind in ("char", "block"):
-        node.devmajor, node.devminor = member.devmajor, member.devminor
-    return node
+    def member(self, member: Member) -> Writer | None:
+        role, path = member_role(normalize_path(member.name))
+        if role == "opaque":
+            self.layer.opaques.add(path)
+        elif role == "whiteout":
+            self.layer.whiteouts.add(path)
+        elif role == "entry":
+            node = self.layer.entries[path] = self._node_of(member)
+            if node.type == "file" and member.kind != "hardlink":
+                self._node, self._digest = node, hashlib.sha256()
+                return self._digest.update
+        return None
 
+    def content_end(self) -> None:
+        self._node.sha256 = self._digest.hexdigest()
 
-def _sha256(stream: BinaryIO) -> str:
-    digest = hashlib.sha256()
-    while chunk := stream.read(CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
+    def _node_of(self, member: Member) -> _Node:
+        kind = member.kind
+        if kind == "hardlink":
+            # Docker resolves a hardlink against the merged tree, then chowns and chmods the shared inode.
+            link = normalize_path(member.linkname)
+            target = self.layer.entries.get(link) or self.lower.get(link)
+            if target is None or target.type == "dir":
+                raise ValueError(f"{self.name}: hardlink {member.name} to {member.linkname}, which is not in the tree")
+            target.uid, target.gid = member.uid, member.gid
+            if target.type != "symlink":
+                target.mode = member.mode & 0o7777
+            return target
+        if kind is None:
+            raise ValueError(f"{self.name}: {member.name} has unsupported tar entry type {member.type!r}")
+        # Tars from `docker save` carry file-type bits in the mode field; a symlink's own mode means nothing on Linux.
+        node = _Node(kind, 0o777 if kind == "symlink" else member.mode & 0o7777, member.uid, member.gid)
+        if kind == "file":
+            node.size = member.size
+        elif kind == "symlink":
+            node.linkname = member.linkname
+        elif kind in ("char", "block"):
+            node.devmajor, node.devminor = member.devmajor, member.devminor
+        return node
 
 
 def _apply(tree: dict[str, _Node], layer: _Layer) -> None:
