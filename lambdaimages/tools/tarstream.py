@@ -48,6 +48,7 @@ REGULAR = {b"0", b"\0", b"7", b"S"}  # the types whose data is content (tarfile'
 _SUPPORTED = set(KINDS) | {b"L", b"K"}  # a type outside these has data that is skipped
 _GNU_TYPES = {b"L", b"K", b"S"}  # their prefix field holds other things
 _PAX_TYPES = {b"x", b"X", b"g"}
+_META_TYPES = {b"L", b"K", *_PAX_TYPES}  # headers that describe the next member
 _PAX_FIELDS = {"path": "name", "linkpath": "linkname", "size": "size", "mtime": "mtime", "uid": "uid", "gid": "gid"}
 _PAX_FIELDS.update(uname="uname", gname="gname")
 _PAX_NUMBERS = {"mtime": float, "uid": int, "gid": int, "size": int}
@@ -55,6 +56,8 @@ _PAX_RECORD = re.compile(rb"(\d+) ([^=]+)=")
 _SPARSE_OFFSET = re.compile(rb"\d+ GNU.sparse.offset=(\d+)\n")
 _SPARSE_NUMBYTES = re.compile(rb"\d+ GNU.sparse.numbytes=(\d+)\n")
 _ZERO_BLOCK = bytes(BLOCK)
+# name, mode, uid, gid, size, mtime, checksum, type, linkname, magic and version, uname, gname, devices, prefix
+_HEADER = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s12x")
 _ZEROS = memoryview(bytes(CHUNK))
 
 
@@ -223,18 +226,21 @@ class TarReader:
                 raise BadHeader("end of file header after a pax or GNU header", at)
             self.done = True
             return
+        fields = _HEADER.unpack(block)
         try:
-            member = _fields(block)
+            numbers = _numbers(block, fields)
         except _Invalid as error:
             self._bad(str(error), at)
             return
-        kind = member.type
-        if kind in (b"L", b"K") or kind in _PAX_TYPES:
-            if member.size > META_LIMIT:
-                raise TarError(f"a {kind.decode()!r} header of {member.size} bytes, over {META_LIMIT}", at)
+        kind = fields[7]
+        if kind in _META_TYPES:
+            size = numbers[3]
+            if size > META_LIMIT:
+                raise TarError(f"a {kind.decode()!r} header of {size} bytes, over {META_LIMIT}", at)
             self._meta = (kind, at)
-            self._collect(_padded(member.size), self._meta_data)
+            self._collect(_padded(size), self._meta_data)
             return
+        member = _member(fields, numbers)
         member.offset = self._chain_start
         if kind == b"S":
             self._sparse_header(member, block, at)
@@ -268,7 +274,7 @@ class TarReader:
         elif kind == b"K":
             self._chain.append(("linkname", _text(data)))
         else:
-            headers = self._globals if kind == b"g" else dict(self._globals)
+            headers = self._globals if kind == b"g" else dict(self._globals) if self._globals else {}
             try:
                 _pax_records(data, headers)
             except _Invalid as error:
@@ -446,32 +452,32 @@ class _Invalid(Exception):
     """A header field that tarfile refuses (its InvalidHeaderError)."""
 
 
-def _fields(block: bytes) -> Member:
-    """tarfile's TarInfo.frombuf: the member a header block describes."""
-    checksum = _number(block[148:156])
+def _numbers(block: bytes, fields: tuple) -> list[int]:
+    """The numeric fields of a header (mode, uid, gid, size, mtime, devmajor, devminor), its checksum checked."""
+    _, mode, uid, gid, size, mtime, checksum, _, _, _, _, _, major, minor, _ = fields
+    try:  # the usual octal fields, read at once; anything else as `_number` reads it
+        numbers = [int(f.split(b"\0", 1)[0] or b"0", 8) for f in (checksum, mode, uid, gid, size, mtime, major, minor)]
+    except ValueError:
+        numbers = [_number(f) for f in (checksum, mode, uid, gid, size, mtime, major, minor)]
+    checksum = numbers[0]
     if checksum != 256 + sum(block) - sum(block[148:156]):
         if checksum != 256 + sum(struct.unpack_from("148b8x356b", block)):
             raise _Invalid("bad checksum")
-    kind = block[156:157]
+    return numbers[1:]
+
+
+def _member(fields: tuple, numbers: list[int]) -> Member:
+    """tarfile's TarInfo.frombuf: the member a header describes."""
+    name, _, _, _, _, _, _, kind, link, _, uname, gname, _, _, prefix = fields
+    mode, uid, gid, size, mtime, major, minor = numbers
     member = Member(
-        name=_text(block[0:100]),
-        type=kind,
-        mode=_number(block[100:108]),
-        uid=_number(block[108:116]),
-        gid=_number(block[116:124]),
-        size=_number(block[124:136]),
-        mtime=_number(block[136:148]),
-        linkname=_text(block[157:257]),
-        uname=_text(block[265:297]),
-        gname=_text(block[297:329]),
-        devmajor=_number(block[329:337]),
-        devminor=_number(block[337:345]),
+        _text(name), kind, mode, uid, gid, size, mtime, _text(link), _text(uname), _text(gname), major, minor
     )
-    prefix = _text(block[345:500])
     if kind == b"\0" and member.name.endswith("/"):  # a V7 directory
         member.type = kind = b"5"
     if kind == b"5":
         member.name = member.name.rstrip("/")
+    prefix = _text(prefix)
     if prefix and kind not in _GNU_TYPES:
         member.name = prefix + "/" + member.name
     return member
@@ -482,14 +488,21 @@ def _number(field: bytes) -> int:
     if field[0] in (0x80, 0xFF):
         value = int.from_bytes(field[1:], "big")
         return value - 256 ** (len(field) - 1) if field[0] == 0xFF else value
+    text = field.split(b"\0", 1)[0]
+    if text:
+        try:
+            return int(text, 8)  # what it accepts, tarfile's reading below accepts and reads alike
+        except ValueError:
+            pass
     try:
-        return int(field.split(b"\0", 1)[0].decode("ascii").strip() or "0", 8)
+        return int(text.decode("ascii").strip() or "0", 8)
     except ValueError:
         raise _Invalid("invalid header") from None
 
 
 def _text(field: bytes) -> str:
-    return field.split(b"\0", 1)[0].decode(ENCODING, "surrogateescape")
+    text = field.split(b"\0", 1)[0]
+    return text.decode(ENCODING, "surrogateescape") if text else ""
 
 
 def _padded(size: int) -> int:
