@@ -320,6 +320,12 @@ def test_base256_numbers_as_gnu_tar_writes_them():
         assert tarstream._number(tarfile.itn(value, 12, tarfile.GNU_FORMAT)) == value
 
 
+def test_the_checksum_sum_is_exact_for_a_header_half():
+    rnd = random.Random(3)
+    for data in (b"", b"\xff" * 256, bytes(256), *(rnd.randbytes(rnd.randrange(257)) for _ in range(200))):
+        assert tarstream._sum(data) == sum(data)
+
+
 def test_a_content_that_would_run_into_the_next_header_is_an_error():
     # A global size applies after tarfile has placed the next header: tarfile reads past it, and fails.
     data = _archive(tarfile.TarInfo.create_pax_global_header({"size": "1000"}), _member(_info("f"), b"1" * 100))

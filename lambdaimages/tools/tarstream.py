@@ -460,7 +460,7 @@ def _numbers(block: bytes, fields: tuple) -> list[int]:
     except ValueError:
         numbers = [_number(f) for f in (checksum, mode, uid, gid, size, mtime, major, minor)]
     checksum = numbers[0]
-    if checksum != 256 + sum(block) - sum(block[148:156]):
+    if checksum != 256 + _sum(block[:256]) + _sum(block[256:]) - _sum(block[148:156]):
         if checksum != 256 + sum(struct.unpack_from("148b8x356b", block)):
             raise _Invalid("bad checksum")
     return numbers[1:]
@@ -481,6 +481,11 @@ def _member(fields: tuple, numbers: list[int]) -> Member:
     if prefix and kind not in _GNU_TYPES:
         member.name = prefix + "/" + member.name
     return member
+
+
+def _sum(data: bytes) -> int:
+    """The sum of up to 256 bytes: adler32's low half is 1 + their sum modulo 65521, which 256 bytes cannot reach."""
+    return (zlib.adler32(data) & 0xFFFF) - 1
 
 
 def _number(field: bytes) -> int:
