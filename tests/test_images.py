@@ -532,3 +532,26 @@ def test_load_build_and_verify_through_docker_host_tcp(world, copy):
     for arch, image in world["images"][name].items():
         assert _image_id(f"{name}:{arch}") == image.config_digest
     assert _image_id(f"{name}:local") is not None
+
+
+@pytest.mark.parametrize("edit", ["env", "user", "run"])
+def test_an_edited_top_level_dockerfile_fails_verify_branch_naming_file_and_line(world, clone, edit):
+    name = _xz(world)
+    dockerfile = clone / f"Dockerfile.{name}"
+    lines = dockerfile.read_text().splitlines(keepends=True)
+    if edit == "env":
+        at = next(i for i, line in enumerate(lines) if line.startswith("ENV TZ="))
+        lines[at] = 'ENV TZ="UTC"\n'
+    elif edit == "user":
+        at = len(lines)
+        lines.append("USER nobody\n")
+    else:
+        at = next(i for i, line in enumerate(lines) if line.startswith("ENTRYPOINT "))
+        lines.insert(at, "RUN rm -rf /var/task\n")
+    dockerfile.write_text("".join(lines))
+    run = _verify_branch(clone)
+    assert run.returncode != 0, run.stdout
+    failed = next(line for line in run.stdout.splitlines() if line.startswith("FAILED verify_branch"))
+    assert f"x86_64 tarballs: Dockerfile.{name}:{at + 1}: " in failed, failed
+    if edit != "run":  # the top-level Dockerfile is the one built and compared (a RUN line does not build FROM scratch)
+        assert f"x86_64 config: Dockerfile.{name} builds another config: " in failed, failed

@@ -29,6 +29,7 @@ from lambdaimages.registry.client import RegistryClient
 from lambdaimages.testbed import demo, samples
 from lambdaimages.tools.dockerfile import add_instructions
 from lambdaimages.verify import checks, containers, inputs, reports
+from lambdaimages.verify.dockerfiles import first_difference
 from lambdaimages.verify.results import (
     CANNOT_RUN,
     CHECKS,
@@ -729,3 +730,100 @@ def test_clean_of_a_build_marks_its_runtime_not_verified(world, docker_client):
     entry, suite = _runtime_entry(out, a)
     assert entry["status"] == reports.NOT_VERIFIED and "its images were removed by doit clean" in entry["reason"]
     assert suite.find("testcase/error") is not None
+
+
+# -- content, not timestamps; every Dockerfile proven --------------------------------------------
+
+
+def _flip_in_place(path: Path, offset: int) -> bytes:
+    """Change one byte of `path` in place (same size and inode) and put its mtime back; its old bytes."""
+    before = path.stat()
+    data = path.read_bytes()
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(bytes([data[offset] ^ 0x01]))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_ino, after.st_mtime_ns) == (before.st_size, before.st_ino, before.st_mtime_ns)
+    return data
+
+
+def _put_back(path: Path, data: bytes) -> None:
+    before = path.stat()
+    with open(path, "r+b") as f:
+        f.write(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_in_place_edits_with_the_old_mtime_put_back_rerun_verify_and_fail_naming_the_file(world):
+    a = world["names"]["a"]
+    out = _copy_out(world, "touch-r")
+    run_doit(world["catalog"], out, f"verify:{a}")
+    result = reports.result_path(out, a)
+    recorded = result.stat().st_mtime_ns
+    run_doit(world["catalog"], out, f"verify:{a}")
+    assert result.stat().st_mtime_ns == recorded  # up to date: nothing re-checked
+    x86 = out / a / "x86_64"
+    tarball = x86 / f"{world['images']['x86_64'].layers[2].diff_id.removeprefix('sha256:')}.tar.xz"
+    config = next(x86.glob("*.config.json"))
+    dockerfile = out / a / f"Dockerfile.{a}"
+    for path, offset, named in (
+        (tarball, tarball.stat().st_size // 2, f"x86_64 tarballs: x86_64/{tarball.name} (upstream layer 3): "),
+        (config, 10, f"x86_64 identity: x86_64/{config.name}: hashes to "),
+        (dockerfile, 3, f"x86_64 tarballs: Dockerfile.{a}:1: # Gdnerated by lambdaimages"),
+    ):
+        old = _flip_in_place(path, offset)
+        proc = run_doit(world["catalog"], out, f"verify:{a}", check=False)
+        assert proc.returncode != 0, proc.stdout
+        failed = next(line for line in proc.stdout.splitlines() if line.startswith(f"FAILED verify:{a}: "))
+        assert named in failed, failed
+        _put_back(path, old)
+        run_doit(world["catalog"], out, f"verify:{a}")  # the same bytes again: passes
+
+
+def _edit_top_level(dockerfile: Path, edit: str) -> tuple[int, str]:
+    """Edit the Dockerfile users build as a user might; the line that differs and what verify says of it."""
+    lines = dockerfile.read_text().splitlines(keepends=True)
+    if edit == "env":
+        at = next(i for i, line in enumerate(lines) if line.startswith("ENV TZ="))
+        lines[at] = 'ENV TZ="UTC"\n'
+        said = 'ENV TZ="UTC" differs from upstream\'s ENV TZ=":/etc/localtime"'
+    elif edit == "user":
+        at = len(lines)
+        lines.append("USER nobody\n")
+        said = f"USER nobody is not in upstream's Dockerfile (which ends at line {at})"
+    else:
+        at = next(i for i, line in enumerate(lines) if line.startswith("ENTRYPOINT "))
+        said = f"RUN rm -rf /var/task differs from upstream's {lines[at].rstrip()}"
+        lines.insert(at, "RUN rm -rf /var/task\n")
+    dockerfile.write_text("".join(lines))
+    return at + 1, said
+
+
+@pytest.mark.parametrize("edit", ["env", "user", "run"])
+def test_an_edited_top_level_dockerfile_fails_verify_naming_file_and_line(world, edit):
+    out, name = _copy_snapshot(world, f"edit-{edit}"), world["names"]["a"]
+    line, said = _edit_top_level(out / name / f"Dockerfile.{name}", edit)
+    result = checks.verify_runtime(out, world["runtimes"][name])
+    assert _statuses(result) == {"x86_64": [FAIL, PASS, PASS, PASS, PASS], "arm64": [PASS] * 5}
+    assert result.failure_message() == f"x86_64 tarballs: Dockerfile.{name}:{line}: {said}"
+
+
+def test_every_dockerfile_is_compared_with_its_rendering_line_by_line():
+    rendered = 'FROM scratch\n\nADD a.tar.xz /\nENV A="1"\n'
+    assert first_difference("D", rendered, rendered) is None
+    assert first_difference("D", rendered.replace('"1"', '"2"'), rendered) == (
+        'D:4: ENV A="2" differs from upstream\'s ENV A="1"'
+    )
+    assert first_difference("D", rendered + "USER x\n", rendered) == (
+        "D:5: USER x is not in upstream's Dockerfile (which ends at line 4)"
+    )
+    assert first_difference("D", rendered[:-1], rendered) == (
+        "D:4: 'ENV A=\"1\"' differs from upstream's 'ENV A=\"1\"\\n'"
+    )
+    assert first_difference("D", rendered.replace("\n", "\r\n"), rendered) == (
+        "D:1: 'FROM scratch\\r\\n' differs from upstream's 'FROM scratch\\n'"
+    )
+    assert first_difference("D", "FROM scratch\n", rendered) == (
+        "D:2: the file ends where upstream's Dockerfile has '\\n'"
+    )

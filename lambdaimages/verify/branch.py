@@ -2,9 +2,11 @@
 
 From the manifest digests that the branch's commit message and README name (they must agree, and equal
 `manifest=` when given), per architecture: the chain of verify.chain; the tarballs against the config's
-diff_ids and the Dockerfiles' ADD lines against their order; the image loaded from the clone's files, whose
-ID must be upstream's config digest; and for the engine's own architecture the Dockerfile build, whose file
-tree and config must equal upstream's. No registry is asked; only the engine is used.
+diff_ids, the Dockerfiles' ADD lines against their order and every Dockerfile (top level and per architecture)
+against the template's rendering of upstream's config; the image loaded from the clone's files, whose ID must be
+upstream's config digest; and for the engine's own architecture the build of the Dockerfile users build (the
+top-level one for the default architecture), whose file tree and config must equal upstream's. No registry is
+asked; only the engine is used.
 """
 
 from __future__ import annotations
@@ -97,7 +99,6 @@ def verify_clone(clone: Path, manifest: str | None = None) -> tuple[RuntimeResul
 
 def _verify_arch(out: Path, runtime: Runtime, arch: str, digest: str, found: Anchors, native: str) -> ArchResult:
     snapshot = SnapshotView(out, runtime)
-    folder = snapshot.arch_folder(arch)
     chain = follow(snapshot, arch, digest)
     if chain.config is None:
         failed = Check("identity", FAIL, chain.problems[0], tuple(chain.problems))
@@ -114,10 +115,11 @@ def _verify_arch(out: Path, runtime: Runtime, arch: str, digest: str, found: Anc
         config=chain.config,
         layers=tuple(Layer("", "", 0, diff_id) for diff_id in chain.diff_ids),
     )
-    tarballs, upstream_tree, tree_error = checks.check_tarballs(out, runtime, arch, state, tree=arch == native)
+    findings = checks.examine_tarballs(snapshot, arch, state, tree=arch == native, rendered=True)
+    tarballs, upstream_tree, tree_error = findings.check, findings.upstream_tree, findings.tree_error
     problems = list(chain.problems)
     loaded = None
-    if tarballs.status == PASS:
+    if not findings.problems:  # tarballs and ADD lines are upstream's (an edited Dockerfile does not stop a load)
         loaded = _load(snapshot, state, problems)
     if problems:
         identity = Check("identity", FAIL, problems[0], tuple(problems))
@@ -133,8 +135,10 @@ def _verify_arch(out: Path, runtime: Runtime, arch: str, digest: str, found: Anc
         rest = [Check(n, SKIPPED, why) for n in CHECKS[2:]]
         return ArchResult(runtime.name, arch, (tarballs, identity, *rest))
     tag = f"{TAG_PREFIX}/{runtime.name}:{arch}-build"
+    dockerfile = snapshot.build_dockerfile(arch)  # the one users build: the top-level one for the default arch
+    label = str(dockerfile.relative_to(snapshot.folder))
     try:
-        image = engine.build(folder, f"Dockerfile.{runtime.name}", tag, runtime=runtime.name, arch=arch)
+        image = engine.build(dockerfile.parent.resolve(), dockerfile.name, tag, runtime=runtime.name, arch=arch)
     except EngineError as exc:
         failed = Check("tree", FAIL, f"the Dockerfile does not build: {exc}")
         return ArchResult(runtime.name, arch, (tarballs, identity, failed, *_skipped("no build")))
@@ -144,7 +148,7 @@ def _verify_arch(out: Path, runtime: Runtime, arch: str, digest: str, found: Anc
     finally:
         _remove(tag)
     if config_problems:
-        where = f"{arch}/Dockerfile.{runtime.name} builds another config: {config_problems[0]}"
+        where = f"{label} builds another config: {config_problems[0]}"
         config = Check("config", FAIL, where, tuple(config_problems))
     else:
         config = Check("config", PASS, "equal to upstream's")

@@ -34,7 +34,7 @@ from lambdaimages.snapshot.view import SnapshotView
 from lambdaimages.state import State
 from lambdaimages.tools.dockerfile import Add, add_instructions
 from lambdaimages.tools.tree import CHUNK, Entry, diff_trees, layers_of_docker_save, merge_layers, open_tarball
-from lambdaimages.verify import containers, emulation
+from lambdaimages.verify import containers, dockerfiles, emulation
 from lambdaimages.verify.chain import follow
 from lambdaimages.verify.results import (
     CANNOT_RUN,
@@ -85,7 +85,7 @@ def _verify_arch(out: Path, runtime: Runtime, arch: str, image: str, emulated: b
         rest = [Check(name, SKIPPED, "no snapshot") for name in CHECKS[1:]]
         return ArchResult(runtime.name, arch, (missing, *rest))
     output.progress(None, f"{arch}: check tarballs")
-    tarballs, upstream_tree, tree_error = check_tarballs(out, runtime, arch, state, tree=True)
+    tarballs, upstream_tree, tree_error = check_tarballs(out, runtime, arch, state, tree=True, rendered=True)
     tarballs = dataclasses.replace(tarballs, seconds=time.monotonic() - started)
     output.progress(None, f"{arch}: check identity")
     identity = check_identity(out, runtime, state)
@@ -123,20 +123,50 @@ def _more(problems: list[str]) -> str:
 
 
 def check_tarballs(
-    out: Path, runtime: Runtime, arch: str, state: State, tree: bool = False
+    out: Path, runtime: Runtime, arch: str, state: State, tree: bool = False, rendered: bool = False
 ) -> tuple[Check, dict[str, Entry] | None, str | None]:
     """Check 1 for one architecture: tarball contents against upstream's diff_ids, and the ADD lines.
 
     Every tarball is decompressed once; with `tree`, the same pass merges the layers into upstream's file tree.
+    With `rendered` (as verify and verify_branch ask), each Dockerfile must also be, byte for byte, what the
+    template renders from upstream's config and diff_ids (`verify.dockerfiles`).
 
     Returns:
         The check; upstream's merged tree when `tree` was asked and every tarball is upstream's layer; why
         upstream's layers could not be merged although every tarball is upstream's layer (else None).
     """
-    snapshot = SnapshotView(out, runtime)
+    found = examine_tarballs(SnapshotView(out, runtime), arch, state, tree, rendered)
+    return found.check, found.upstream_tree, found.tree_error
+
+
+@dataclasses.dataclass(frozen=True)
+class TarballFindings:
+    """What check 1 found on one architecture: `problems` with the tarballs and ADD lines, `rendering` with
+    Dockerfiles that are not the template's rendering (their tarballs can still be loaded)."""
+
+    problems: tuple[str, ...]
+    rendering: tuple[str, ...]
+    layers: int
+    size: int
+    upstream_tree: dict[str, Entry] | None
+    tree_error: str | None
+
+    @property
+    def check(self) -> Check:
+        problems = [*self.problems, *self.rendering]
+        if problems:
+            return Check("tarballs", FAIL, problems[0] + _more(problems), tuple(problems[:DETAILS]))
+        return Check("tarballs", PASS, f"{self.layers} layers are upstream's ({self.size / 1e6:.1f} MB uncompressed)")
+
+
+def examine_tarballs(
+    snapshot: SnapshotView, arch: str, state: State, tree: bool = False, rendered: bool = False
+) -> TarballFindings:
+    """Check 1's findings for one architecture (see `check_tarballs`)."""
     paths = [snapshot.tarball(arch, layer) for layer in state.layers]
     expected = [path.name for path in paths]
     problems = _dockerfile_problems(snapshot, arch, expected)
+    rendering = dockerfiles.rendering_problems(snapshot, arch, state) if rendered else []
     wanted = set(expected)
     for stray in sorted(snapshot.arch_folder(arch).glob(layout.TARBALL_GLOB)):
         if stray.name not in wanted and not stray.name.startswith("."):
@@ -170,12 +200,8 @@ def check_tarballs(
             content_ok = False
     if not content_ok:
         upstream_tree, tree_error = None, None
-    if problems:
-        check = Check("tarballs", FAIL, problems[0] + _more(problems), tuple(problems[:DETAILS]))
-    else:
-        size = sum(reader.size for reader in readers)
-        check = Check("tarballs", PASS, f"{len(readers)} layers are upstream's ({size / 1e6:.1f} MB uncompressed)")
-    return check, upstream_tree, tree_error
+    size = sum(reader.size for reader in readers)
+    return TarballFindings(tuple(problems), tuple(rendering), len(readers), size, upstream_tree, tree_error)
 
 
 def _is_lfs_pointer(path: Path) -> bool:
@@ -185,7 +211,7 @@ def _is_lfs_pointer(path: Path) -> bool:
 
 def _dockerfile_problems(snapshot: SnapshotView, arch: str, expected: list[str]) -> list[str]:
     problems = []
-    for path, prefix in _dockerfiles_of(snapshot, arch):
+    for path, prefix in dockerfiles.adding(snapshot, arch):
         label = str(path.relative_to(snapshot.folder))
         try:
             text = path.read_text(encoding="utf-8")
@@ -194,14 +220,6 @@ def _dockerfile_problems(snapshot: SnapshotView, arch: str, expected: list[str])
             continue
         problems += compare_adds(label, add_instructions(text), [prefix + name for name in expected])
     return problems
-
-
-def _dockerfiles_of(snapshot: SnapshotView, arch: str) -> list[tuple[Path, str]]:
-    """The Dockerfiles that ADD `arch`'s tarballs, each with the folder prefix of its ADD sources."""
-    files = [(snapshot.dockerfile(arch), "")]
-    if arch == layout.default_arch(snapshot.runtime.architectures):
-        files.append((snapshot.dockerfile(), f"{arch}/"))
-    return files
 
 
 def compare_adds(label: str, adds: list[Add], expected: list[str]) -> list[str]:

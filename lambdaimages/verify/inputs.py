@@ -11,17 +11,19 @@ from lambdaimages import engine, layout
 from lambdaimages.catalog import Runtime, Smoke
 from lambdaimages.errors import SnapshotMissing
 from lambdaimages.image import plan
-from lambdaimages.snapshot import fingerprint
+from lambdaimages.snapshot import fingerprint, render
 from lambdaimages.snapshot.view import SnapshotView
 
-VERSION = 2  # part of every verification's inputs: a change of what the checks prove reruns them all
+VERSION = 3  # part of every verification's inputs: a change of what the checks prove reruns them all
 
 
 def gather(out: Path, runtime: Runtime) -> dict:
     """Everything a verification of `runtime` reads, condensed: when it changes, the verification reruns.
 
     The image id of `<rt>:local` (if the engine builds one of its architectures) and of every `<rt>:<arch>`,
-    the snapshot (state files, documents, Dockerfiles, the identity of every tarball), the smoke test and its files.
+    the snapshot by content (the sha256 of its state files, tarballs, documents and Dockerfiles, so an in-place
+    edit with the old mtime put back reruns it), the Dockerfile template the Dockerfiles are compared with, the
+    smoke test and its files.
     """
     image_id = plan.built_image_id(runtime)
     loaded = {arch: engine.image_id(layout.loaded_tag(runtime.name, arch)) for arch in runtime.architectures}
@@ -30,6 +32,7 @@ def gather(out: Path, runtime: Runtime) -> dict:
         "image_id": image_id,
         "loaded": loaded,
         "snapshot": fingerprint.snapshot_digest(out, runtime),
+        "template": hashlib.sha256((render.TEMPLATES / render.DOCKERFILE_TEMPLATE).read_bytes()).hexdigest(),
         "smoke": _smoke_fingerprint(runtime.smoke),
     }
 
