@@ -718,20 +718,6 @@ def test_clean_of_verify_and_of_a_snapshot_leave_no_report_saying_passed(world):
     assert not reports.result_path(out, b).exists()
 
 
-def test_clean_of_a_build_marks_its_runtime_not_verified(world, docker_client):
-    """Last in this module: it removes runtime a's images from the engine."""
-    a = world["names"]["a"]
-    out = _copy_out(world, "clean-build")
-    run_doit(world["catalog"], out, f"verify:{a}")
-    assert _runtime_entry(out, a)[0]["status"] == PASS
-    run_doit(world["catalog"], out, "clean", f"build:{a}")
-    with pytest.raises(docker.errors.ImageNotFound):
-        docker_client.images.get(f"{a}:local")
-    entry, suite = _runtime_entry(out, a)
-    assert entry["status"] == reports.NOT_VERIFIED and "its images were removed by doit clean" in entry["reason"]
-    assert suite.find("testcase/error") is not None
-
-
 # -- content, not timestamps; every Dockerfile proven --------------------------------------------
 
 
@@ -827,3 +813,17 @@ def test_every_dockerfile_is_compared_with_its_rendering_line_by_line():
     assert first_difference("D", "FROM scratch\n", rendered) == (
         "D:2: the file ends where upstream's Dockerfile has '\\n'"
     )
+
+
+def test_clean_of_a_build_marks_its_runtime_not_verified(world, docker_client):
+    """Last in this module: it removes runtime a's images from the engine."""
+    a = world["names"]["a"]
+    out = _copy_out(world, "clean-build")
+    run_doit(world["catalog"], out, f"verify:{a}")
+    assert _runtime_entry(out, a)[0]["status"] == PASS
+    run_doit(world["catalog"], out, "clean", f"build:{a}")
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(f"{a}:local")
+    entry, suite = _runtime_entry(out, a)
+    assert entry["status"] == reports.NOT_VERIFIED and "its images were removed by doit clean" in entry["reason"]
+    assert suite.find("testcase/error") is not None
