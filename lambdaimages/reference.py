@@ -18,17 +18,29 @@ TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 HTTPS, HTTP = "https://", "http://"
 
 
+# Docker Hub's name is not its API host (that is registry-1.docker.io, with tokens from auth.docker.io).
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_API = "https://registry-1.docker.io"
+_DOCKER_HUB_NAMES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
+
+
 def registry_url(registry: str) -> str:
-    """Base URL of a registry as the catalog writes it: `host[:port]` is HTTPS, `http://host:port` plain HTTP."""
+    """Base URL of a registry as the catalog writes it: `host[:port]` is HTTPS, `http://host:port` plain HTTP.
+
+    Docker Hub (`docker.io`) is reached at its API host, registry-1.docker.io.
+    """
     registry = registry.rstrip("/")
     if registry.startswith((HTTP, HTTPS)):
         return registry
+    if registry in _DOCKER_HUB_NAMES:
+        return DOCKER_HUB_API
     return HTTPS + registry
 
 
 def display_name(registry: str) -> str:
-    """The registry as users write it (no scheme for HTTPS)."""
-    return registry_url(registry).removeprefix(HTTPS)
+    """The registry as users write it (no scheme for HTTPS; Docker Hub as docker.io)."""
+    url = registry_url(registry)
+    return DOCKER_HUB if url == DOCKER_HUB_API else url.removeprefix(HTTPS)
 
 
 def is_loopback(registry: str) -> bool:

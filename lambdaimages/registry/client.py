@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import requests
 
-from lambdaimages import mediatypes
+from lambdaimages import mediatypes, output
 from lambdaimages.digest import Digest, Verifier, is_sha256
 from lambdaimages.errors import DigestMismatch, RegistryError, RegistryUnreachable
 from lambdaimages.reference import Reference, display_name, is_loopback, registry_url
@@ -30,6 +30,8 @@ SETTINGS = {
     "retries": ("LAMBDAIMAGES_RETRIES", int, 4),
     "backoff": ("LAMBDAIMAGES_BACKOFF", float, 0.5),
     "max_wait": ("LAMBDAIMAGES_MAX_WAIT", float, 30.0),
+    "patience": ("LAMBDAIMAGES_PATIENCE", float, 300.0),
+    "rate": ("LAMBDAIMAGES_RATE", float, None),
     "connect_timeout": ("LAMBDAIMAGES_CONNECT_TIMEOUT", float, 5.0),
     "read_timeout": ("LAMBDAIMAGES_READ_TIMEOUT", float, 60.0),
 }
@@ -45,7 +47,8 @@ def client_settings(environ: Mapping[str, str] = os.environ) -> dict[str, float]
     for key, (variable, kind, default) in SETTINGS.items():
         text = environ.get(variable, "").strip()
         if not text:
-            settings[key] = default
+            if default is not None:
+                settings[key] = default
             continue
         try:
             value = kind(text)
@@ -55,6 +58,38 @@ def client_settings(environ: Mapping[str, str] = os.environ) -> dict[str, float]
             raise RegistryError(f"{variable}={text!r}: expected a {'whole ' if kind is int else ''}number >= 0")
         settings[key] = value
     return settings
+
+
+# public.ecr.aws's token service; anonymous pulls are limited to about 1 request/s, authenticated ones ~10/s.
+PUBLIC_ECR_SERVICE = "public.ecr.aws"
+PUBLIC_ECR_RATES = (1.0, 10.0)
+# A 429 that is a quota, not a burst: waiting seconds will not lift it.
+_QUOTA_WORDS = ("data limit", "quota", "pull rate limit")
+
+
+class Pace:
+    """At most `rate` requests a second to one registry, shared by every client of it in the process.
+
+    Requests are spaced evenly (1/rate apart), so a registry that allows one a second never sees two
+    in the same second; `None` or 0 sends at once.
+    """
+
+    def __init__(self, rate: float | None = None) -> None:
+        self.rate = rate
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> float:
+        """Sleep until the next request may go; return the seconds slept."""
+        if not self.rate:
+            return 0.0
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + 1.0 / self.rate
+        if start > now:
+            time.sleep(start - now)
+        return start - now
 
 
 @dataclass(frozen=True)
@@ -89,6 +124,7 @@ class RegistryClient:
     """
 
     _unreachable: ClassVar[dict[str, str]] = {}
+    _paces: ClassVar[dict[str, Pace]] = {}
     _lock = threading.Lock()
 
     def __init__(
@@ -102,6 +138,8 @@ class RegistryClient:
         retries: int = 4,
         backoff: float = 0.5,
         max_wait: float = 30.0,
+        patience: float = 300.0,
+        rate: float | None = None,
     ) -> None:
         self.base_url = registry_url(base_url)
         self.name = display_name(self.base_url)
@@ -111,9 +149,19 @@ class RegistryClient:
         self._retries = retries
         self._backoff = backoff
         self._max_wait = max_wait
+        self._patience = patience
+        self._rate = rate  # None: chosen from the registry's answers (public.ecr.aws: 1/s anonymous)
+        with self._lock:
+            self._pace = self._paces.setdefault(self.base_url, Pace())
+            if rate is not None:
+                self._pace.rate = rate
         self._tokens: dict[str, str] = {}
         self._session = requests.Session()
-        self._session.trust_env = False
+        # HTTPS_PROXY / HTTP_PROXY / NO_PROXY and REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE are honoured (trust_env);
+        # SSL_CERT_FILE too, which requests itself does not read.
+        ca_file = os.environ.get("SSL_CERT_FILE")
+        if ca_file and not (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")):
+            self._session.verify = ca_file
         self.requests_sent = 0
         self._basic = False  # the registry asked for basic auth: send credentials with every request
 
@@ -132,6 +180,7 @@ class RegistryClient:
         body = kwargs.pop("body", None)  # a function giving a fresh body for every attempt (a file to upload)
         authed = False
         attempt = 0
+        limited = [0, 0.0]  # 429 answers to this request, and the seconds waited on them
         while True:
             token = self._tokens.get(scope)
             if token:
@@ -140,6 +189,9 @@ class RegistryClient:
                 kwargs["auth"] = self._credentials
             if body is not None:
                 kwargs["data"] = body()
+            paced = self._pace.wait()
+            if paced >= 1.0:
+                output.progress(None, f"pacing requests to {self.name}: {self._pace.rate:g}/s")
             try:
                 self.requests_sent += 1
                 resp = self._session.request(method, url, headers=headers, timeout=self._timeout, **kwargs)
@@ -169,6 +221,9 @@ class RegistryClient:
                 self._authenticate(resp, scope, what)
                 resp.close()
                 continue
+            if resp.status_code == 429:
+                self._rate_limited(resp, what, limited)
+                continue
             if resp.status_code in RETRY_STATUS and attempt < self._retries:
                 attempt += 1
                 retry_after = resp.headers.get("Retry-After")
@@ -186,6 +241,45 @@ class RegistryClient:
                 resp.close()
                 raise RegistryError(message)
             return resp
+
+    def _rate_limited(self, resp: requests.Response, what: str, limited: list) -> None:
+        """Wait out a 429 (Retry-After, else a doubling backoff) and slow the pace; `limited` counts [answers, s].
+
+        A quota (a data limit) and a wait past `patience` are errors at once: more retries will not help.
+        Unless a rate is configured, the first 429 paces the registry at 1 request/s, each later one halves
+        that (never below one per 10 s).
+        """
+        hits, waited = limited
+        retry_after = resp.headers.get("Retry-After")
+        detail = _error_detail(resp)
+        resp.close()
+        if any(word in detail.lower() for word in _QUOTA_WORDS):
+            raise RegistryError(
+                f"registry {self.name} refused {what} (429{detail}): a quota, not a burst; "
+                + ("log in for a higher limit" if not self._credentials else "wait for the quota to renew")
+            )
+        if retry_after:
+            wait = _retry_after_seconds(retry_after)
+            if wait is not None and wait > self._max_wait:
+                raise RegistryError(
+                    f"registry {self.name} answered 429 for {what} and asks to retry after "
+                    f"{retry_after.strip()!r}, longer than LAMBDAIMAGES_MAX_WAIT ({self._max_wait:g} s)"
+                )
+        else:
+            wait = None
+        if wait is None:
+            wait = min(self._backoff * 2**hits, self._max_wait)
+        if waited + wait > self._patience:
+            raise RegistryError(
+                f"registry {self.name} kept answering 429{detail} for {what} for {waited:.0f} s "
+                f"(LAMBDAIMAGES_PATIENCE={self._patience:g} s)"
+            )
+        with self._lock:  # a registry that limits us: send slower from now on
+            if self._rate is None:
+                self._pace.rate = max(0.1, self._pace.rate / 2) if self._pace.rate else 1.0
+        output.progress(None, f"{self.name} limits requests (429{detail}): waiting {wait:.1f} s")
+        time.sleep(wait)
+        limited[:] = [hits + 1, waited + wait]
 
     def _delay(self, attempt: int, retry_after: str | None) -> float | None:
         """Seconds to wait before retry `attempt`: the server's Retry-After (None if above max_wait), else backoff."""
@@ -225,10 +319,17 @@ class RegistryClient:
                 + (f": {header!r}" if header else "")
             )
         query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
-        try:
-            token_resp = self._session.get(params["realm"], params=query, auth=self._credentials, timeout=self._timeout)
-        except requests.RequestException as exc:
-            raise RegistryUnreachable(f"token service of {self.name} unreachable: {_short(exc)}") from exc
+        self._pace_for(params.get("service"))
+        token_resp = self._token(params["realm"], query)
+        if token_resp.status_code in (401, 403) and self._credentials and _pulls_only(scope):
+            # A stored login that expired (public.ecr.aws's last 12 h): pulls need none, so go on without it.
+            output.say(
+                f"note: the token service of {self.name} refused the credentials from {self._credentials_source} "
+                f"({token_resp.status_code}{_error_detail(token_resp)}); pulling anonymously",
+                show=True,
+            )
+            self._credentials = None
+            token_resp = self._token(params["realm"], query)
         if token_resp.status_code in (401, 403) and self._credentials:
             raise RegistryError(
                 f"token service of {self.name} rejected the credentials from {self._credentials_source} for {what} "
@@ -246,6 +347,20 @@ class RegistryClient:
             self._tokens[scope] = data.get("token") or data["access_token"]
         except (ValueError, KeyError):
             raise RegistryError(f"token service of {self.name} answered without a token for {what}") from None
+        self._pace_for(params.get("service"))
+
+    def _pace_for(self, service: str | None) -> None:
+        """public.ecr.aws (named by its token service): 1 request/s anonymous, 10/s with credentials."""
+        if service == PUBLIC_ECR_SERVICE and self._rate is None:
+            with self._lock:
+                self._pace.rate = PUBLIC_ECR_RATES[1 if self._credentials else 0]
+
+    def _token(self, realm: str, query: dict[str, str]) -> requests.Response:
+        self._pace.wait()  # the token service is the same service: it counts against the same limit
+        try:
+            return self._session.get(realm, params=query, auth=self._credentials, timeout=self._timeout)
+        except requests.RequestException as exc:
+            raise RegistryUnreachable(f"token service of {self.name} unreachable: {_short(exc)}") from exc
 
     # -- pull ------------------------------------------------------------------------------
 
@@ -493,6 +608,11 @@ def _tls_failure(name: str, exc: Exception) -> str:
     return message
 
 
+def _pulls_only(scope: str) -> bool:
+    """The token scope asks to read only (`repository:R:pull`, maybe several), nothing to push."""
+    return all(part.rsplit(":", 1)[-1] == "pull" for part in scope.split())
+
+
 def _is_refused_or_dns(exc: Exception) -> bool:
     text = str(exc)
     return any(s in text for s in ("Connection refused", "Name or service not known", "resolve", "No route"))
@@ -500,6 +620,8 @@ def _is_refused_or_dns(exc: Exception) -> bool:
 
 def _short(exc: Exception) -> str:
     text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text or "SSLCertVerificationError" in text:
+        return "certificate not trusted: set REQUESTS_CA_BUNDLE or SSL_CERT_FILE to the CA that signed it"
     incomplete = re.search(r"IncompleteRead\(([^)]*)\)", text)
     if incomplete:
         return f"connection closed mid-answer ({incomplete.group(1)})"
