@@ -243,11 +243,11 @@ class RegistryClient:
             return resp
 
     def _rate_limited(self, resp: requests.Response, what: str, limited: list) -> None:
-        """Wait out a 429 (Retry-After, else a doubling backoff) and slow the pace; `limited` counts [answers, s].
+        """Wait out a 429 (its Retry-After, else a doubling backoff); `limited` counts [answers, seconds waited].
 
-        A quota (a data limit) and a wait past `patience` are errors at once: more retries will not help.
-        Unless a rate is configured, the first 429 paces the registry at 1 request/s, each later one halves
-        that (never below one per 10 s).
+        A quota (a data limit) is an error at once: waiting seconds will not lift it. The 429s of one request
+        are retried at most `retries` times and `patience` seconds in all. A 429 without Retry-After also
+        paces the registry at 1 request/s from then on, unless a rate is configured or it is paced already.
         """
         hits, waited = limited
         retry_after = resp.headers.get("Retry-After")
@@ -258,25 +258,24 @@ class RegistryClient:
                 f"registry {self.name} refused {what} (429{detail}): a quota, not a burst; "
                 + ("log in for a higher limit" if not self._credentials else "wait for the quota to renew")
             )
-        if retry_after:
-            wait = _retry_after_seconds(retry_after)
-            if wait is not None and wait > self._max_wait:
-                raise RegistryError(
-                    f"registry {self.name} answered 429 for {what} and asks to retry after "
-                    f"{retry_after.strip()!r}, longer than LAMBDAIMAGES_MAX_WAIT ({self._max_wait:g} s)"
-                )
-        else:
-            wait = None
+        if hits >= self._retries:
+            tries = f", {hits + 1} attempts" if hits else ""
+            raise RegistryError(f"registry {self.name} answered 429 for {what}{tries}{detail}")
+        wait = self._delay(hits + 1, retry_after)
         if wait is None:
-            wait = min(self._backoff * 2**hits, self._max_wait)
+            raise RegistryError(
+                f"registry {self.name} answered 429 for {what} and asks to retry after "
+                f"{retry_after.strip()!r}, longer than LAMBDAIMAGES_MAX_WAIT ({self._max_wait:g} s)"
+            )
         if waited + wait > self._patience:
             raise RegistryError(
                 f"registry {self.name} kept answering 429{detail} for {what} for {waited:.0f} s "
                 f"(LAMBDAIMAGES_PATIENCE={self._patience:g} s)"
             )
-        with self._lock:  # a registry that limits us: send slower from now on
-            if self._rate is None:
-                self._pace.rate = max(0.1, self._pace.rate / 2) if self._pace.rate else 1.0
+        if not retry_after and self._rate is None:
+            with self._lock:
+                if not self._pace.rate or self._pace.rate > 1.0:
+                    self._pace.rate = 1.0
         output.progress(None, f"{self.name} limits requests (429{detail}): waiting {wait:.1f} s")
         time.sleep(wait)
         limited[:] = [hits + 1, waited + wait]
