@@ -88,6 +88,8 @@ class Reference:
     def __post_init__(self) -> None:
         if (self.tag is None) == (self.digest is None):
             raise ValueError(f"{self.repository}: a reference has a tag or a digest, exactly one")
+        if "/" not in self.repository and registry_url(self.registry) == DOCKER_HUB_API:
+            object.__setattr__(self, "repository", "library/" + self.repository)  # Docker Hub's official images
 
     @classmethod
     def of(cls, registry: str, repository: str, reference: str) -> Reference:

@@ -10,7 +10,7 @@ from doit_cli import run_doit
 
 from lambdaimages import state
 from lambdaimages.errors import RegistryError
-from lambdaimages.reference import display_name, registry_url
+from lambdaimages.reference import Reference, display_name, registry_url
 from lambdaimages.registry import client as client_module
 from lambdaimages.registry.client import RegistryClient
 from lambdaimages.testbed import samples
@@ -206,6 +206,9 @@ def test_docker_hub_is_reached_at_its_api_host():
     assert display_name(registry_url("docker.io")) == "docker.io"
     assert registry_url("public.ecr.aws") == "https://public.ecr.aws"
     assert registry_url("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert str(Reference.parse("docker.io/python:3.12")) == "docker.io/library/python:3.12"
+    hub = Reference.parse("docker.io/amazon/aws-lambda-python:3.12")
+    assert (hub.repository, registry_url(hub.registry)) == ("amazon/aws-lambda-python", "https://registry-1.docker.io")
 
 
 def test_rate_and_patience_come_from_the_environment():

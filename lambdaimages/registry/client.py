@@ -322,13 +322,20 @@ class RegistryClient:
         token_resp = self._token(params["realm"], query)
         if token_resp.status_code in (401, 403) and self._credentials and _pulls_only(scope):
             # A stored login that expired (public.ecr.aws's last 12 h): pulls need none, so go on without it.
+            refused = f"{token_resp.status_code}{_error_detail(token_resp)}"
+            refused_source, saved, self._credentials = self._credentials_source, self._credentials, None
+            token_resp = self._token(params["realm"], query)
+            if token_resp.status_code in (401, 403):  # anonymous is refused too: the credentials were the way in
+                self._credentials = saved
+                raise RegistryError(
+                    f"token service of {self.name} rejected the credentials from {refused_source} for {what} "
+                    f"({refused.split(':')[0]})"
+                )
             output.say(
-                f"note: the token service of {self.name} refused the credentials from {self._credentials_source} "
-                f"({token_resp.status_code}{_error_detail(token_resp)}); pulling anonymously",
+                f"note: the token service of {self.name} refused the credentials from {refused_source} "
+                f"({refused}); pulling anonymously",
                 show=True,
             )
-            self._credentials = None
-            token_resp = self._token(params["realm"], query)
         if token_resp.status_code in (401, 403) and self._credentials:
             raise RegistryError(
                 f"token service of {self.name} rejected the credentials from {self._credentials_source} for {what} "
@@ -602,6 +609,8 @@ def _tls_failure(name: str, exc: Exception) -> str:
     found = re.search(r"\[SSL: [A-Z0-9_]+\] ([^(')\]]+)", str(exc))
     reason = found.group(1).strip() if found else _short(exc)
     message = f"registry {name}: HTTPS failed ({reason})"
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):  # a company CA, or a registry's own
+        return message + ": certificate not trusted: set REQUESTS_CA_BUNDLE or SSL_CERT_FILE to the CA that signed it"
     if is_loopback(name):
         message += f": plain HTTP? use http://{name}/..."
     return message
@@ -619,8 +628,6 @@ def _is_refused_or_dns(exc: Exception) -> bool:
 
 def _short(exc: Exception) -> str:
     text = str(exc)
-    if "CERTIFICATE_VERIFY_FAILED" in text or "SSLCertVerificationError" in text:
-        return "certificate not trusted: set REQUESTS_CA_BUNDLE or SSL_CERT_FILE to the CA that signed it"
     incomplete = re.search(r"IncompleteRead\(([^)]*)\)", text)
     if incomplete:
         return f"connection closed mid-answer ({incomplete.group(1)})"
