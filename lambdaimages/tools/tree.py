@@ -7,8 +7,7 @@ import hashlib
 import json
 import lzma
 import os
-import shutil
-import tarfile
+import posixpath
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -17,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from lambdaimages.tools.layers import apply_layer, member_role, normalize_path
-from lambdaimages.tools.tarstream import CHUNK, Member, TarError, Writer, read_stream
+from lambdaimages.tools.layers import MAX_HOPS, apply_layer, member_role, normalize_path
+from lambdaimages.tools.tarstream import CHUNK, Member, TarError, TarReader, Writer, read_stream
 
 LayerSource = BinaryIO | str | os.PathLike
 
@@ -208,40 +207,85 @@ def layers_of_docker_save(archive: BinaryIO | Iterable[bytes]) -> Iterator[list[
         ValueError: the archive is not a docker save archive of exactly one image.
     """
     with tempfile.TemporaryFile(prefix="docker-save-") as spool:
-        if hasattr(archive, "read"):
-            shutil.copyfileobj(archive, spool, CHUNK)
-        else:
-            for chunk in archive:
-                spool.write(chunk)
-        spool.seek(0)
+        index = _SaveIndex(spool)
+        reader = TarReader(index)  # indexed as it is spooled: one pass over the archive
         try:
-            outer = tarfile.open(fileobj=spool, mode="r:")
-            layers = [_open_member(outer, name) for name in _layer_names(outer)]
-        except (tarfile.TarError, KeyError, json.JSONDecodeError) as error:
+            for chunk in iter(lambda: archive.read(CHUNK), b"") if hasattr(archive, "read") else archive:
+                spool.write(chunk)
+                reader.feed(chunk)
+            reader.close()
+            layers = [index.open(name) for name in _layer_names(index)]
+        except (TarError, KeyError, json.JSONDecodeError) as error:
             raise ValueError(f"not a docker save archive: {error}") from error
         yield layers
 
 
-def _open_member(outer: tarfile.TarFile, name: str) -> BinaryIO:
-    stream = outer.extractfile(name)
-    if stream is None:
-        raise ValueError(f"docker save archive: {name} is not a file")
-    stream.raw.name = name  # so that errors name the layer, not the spool's file descriptor
-    return stream
+class _SaveIndex:
+    """The `tarstream.Visitor` of a spooled `docker save` archive: where each member is, and its files opened."""
+
+    def __init__(self, spool: BinaryIO) -> None:
+        self.spool = spool
+        self.members: dict[str, Member] = {}  # by name as stored, and by normalized name (links), the last wins
+
+    def member(self, member: Member) -> None:
+        self.members[member.name] = self.members[posixpath.normpath(member.name)] = member
+
+    def content_end(self) -> None:
+        pass
+
+    def open(self, name: str) -> BinaryIO:
+        """A member's content as a stream named `name`, symlinks and hardlinks followed as tarfile follows them.
+
+        Raises:
+            KeyError: no member has that name, or a link points to none.
+            ValueError: the member is not a file.
+        """
+        member = self.members.get(name)
+        if member is None:
+            raise KeyError(f"filename {name!r} not found")
+        for _ in range(MAX_HOPS):
+            if member.kind not in ("symlink", "hardlink"):
+                break
+            link = member.linkname
+            if member.kind == "symlink":  # relative to the link's directory
+                link = "/".join(filter(None, (posixpath.dirname(member.name), link)))
+            member = self.members.get(posixpath.normpath(link))
+            if member is None:
+                raise KeyError(f"linkname {link!r} not found")
+        if member.kind != "file" or member.sparse is not None:
+            raise ValueError(f"docker save archive: {name} is not a file")
+        return _Slice(self.spool, member.offset_data, member.size, name)
 
 
-def _layer_names(outer: tarfile.TarFile) -> list[str]:
-    names = set(outer.getnames())
-    if "manifest.json" in names:
-        images = json.load(outer.extractfile("manifest.json"))
+class _Slice:
+    """Part of a file read as a stream of its own; `name` names it in errors (the layer, not the spool)."""
+
+    def __init__(self, source: BinaryIO, offset: int, size: int, name: str) -> None:
+        self.source, self.offset, self.size, self.name = source, offset, size, name
+        self.position = 0
+
+    def read(self, size: int = -1) -> bytes:
+        left = self.size - self.position
+        size = left if size is None or size < 0 else min(size, left)
+        if size <= 0:
+            return b""
+        self.source.seek(self.offset + self.position)
+        data = self.source.read(size)
+        self.position += len(data)
+        return data
+
+
+def _layer_names(index: _SaveIndex) -> list[str]:
+    if "manifest.json" in index.members:
+        images = json.load(index.open("manifest.json"))
         if len(images) != 1:
             raise ValueError(f"docker save archive holds {len(images)} images, expected 1")
         return images[0]["Layers"]
-    document = json.load(outer.extractfile("index.json"))  # OCI layout only: follow the index to the manifest
+    document = json.load(index.open("index.json"))  # OCI layout only: follow the index to the manifest
     while "manifests" in document:
         if len(document["manifests"]) != 1:
             raise ValueError(f"OCI index lists {len(document['manifests'])} manifests, expected 1")
-        document = json.load(outer.extractfile(_blob(document["manifests"][0]["digest"])))
+        document = json.load(index.open(_blob(document["manifests"][0]["digest"])))
     return [_blob(layer["digest"]) for layer in document["layers"]]
 
 
