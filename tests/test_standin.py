@@ -225,3 +225,28 @@ def test_index_through_the_standin_is_byte_for_byte_the_registrys(registry, push
         manifest = RegistryClient(standin.url).get_manifest(repository, "1")
     assert manifest.digest == digest
     assert json.loads(manifest.body)["manifests"]
+
+
+def test_a_poll_where_nothing_moved_costs_one_head_per_tag(registry, tmp_path):
+    client = RegistryClient(registry.url)
+    names = [f"h{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    for name in names:
+        images = {arch: samples.lambda_like_image(name, arch) for arch in ("x86_64", "arm64")}
+        samples.push_image(client, f"lambda/{name}", "1", images)
+    with PublicEcrStandIn(registry.url, rate=0) as standin:
+        catalog = tmp_path / "runtimes.yaml"
+        catalog.write_text(
+            f"defaults:\n  registry: {standin.url}\n  architectures: [x86_64, arm64]\nruntimes:\n"
+            + "".join(f"  {name}:\n    image: lambda/{name}:1\n" for name in names)
+        )
+        run_doit(catalog, tmp_path / "out", "snapshot")
+        first = len(standin.log)
+        run_doit(catalog, tmp_path / "out", "snapshot")
+        again = [(e.method, e.path.split("?")[0], e.status) for e in standin.log[first:]]
+    asked = [entry for entry in again if entry[1] != "/token/"]
+    heads = sorted(entry for entry in asked if entry[2] == 200)
+    assert heads == sorted(("HEAD", f"/v2/lambda/{name}/manifests/1", 200) for name in names), again
+    # Besides: only challenges (the two runtimes poll in parallel, so each may meet one before a token is there).
+    assert {entry[2] for entry in asked if entry not in heads} <= {401}
+    assert all(method == "HEAD" for method, _, _ in asked), again
+    assert len(asked) <= 2 * len(names)

@@ -156,6 +156,7 @@ class RegistryClient:
             if rate is not None:
                 self._pace.rate = rate
         self._tokens: dict[str, str] = {}
+        self._registry_scope: str | None = None  # a token service that grants one scope for everything ("aws")
         self._session = requests.Session()
         # HTTPS_PROXY / HTTP_PROXY / NO_PROXY and REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE are honoured (trust_env);
         # SSL_CERT_FILE too, which requests itself does not read.
@@ -182,7 +183,7 @@ class RegistryClient:
         attempt = 0
         limited = [0, 0.0]  # 429 answers to this request, and the seconds waited on them
         while True:
-            token = self._tokens.get(scope)
+            token = self._tokens.get(scope) or (self._registry_scope and self._tokens.get(self._registry_scope))
             if token:
                 headers["Authorization"] = f"Bearer {token}"
             elif self._credentials and self._basic:
@@ -351,6 +352,10 @@ class RegistryClient:
         try:
             data = token_resp.json()
             self._tokens[scope] = data.get("token") or data["access_token"]
+            if "scope" in params and not params["scope"].startswith("repository:") and _pulls_only(scope):
+                # public.ecr.aws challenges with scope="aws": one pull token for every repository
+                self._registry_scope = params["scope"]
+                self._tokens[self._registry_scope] = self._tokens[scope]
         except (ValueError, KeyError):
             raise RegistryError(f"token service of {self.name} answered without a token for {what}") from None
         self._pace_for(params.get("service"))
@@ -534,12 +539,15 @@ class RegistryClient:
             self.upload_blob(repository, digest, len(data), data)
         return digest
 
-    def manifest_digest(self, repository: str, reference: str) -> str | None:
-        """The digest the registry has under a tag or digest (HEAD), or None when it has nothing there."""
+    def manifest_digest(self, repository: str, reference: str, *, pull_only: bool = False) -> str | None:
+        """The digest the registry has under a tag or digest (HEAD), or None when it has nothing there.
+
+        `pull_only` asks with a pull token (a poll of upstream), not the push token a mirror's check needs.
+        """
         resp = self._request(
             "HEAD",
             f"/v2/{repository}/manifests/{reference}",
-            scope=f"repository:{repository}:pull,push",
+            scope=f"repository:{repository}:pull" + ("" if pull_only else ",push"),
             what=f"manifest {self.name}/{repository}:{reference}",
             headers={"Accept": mediatypes.ACCEPT},
             accept_status=(404,),

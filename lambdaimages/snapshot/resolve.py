@@ -36,11 +36,21 @@ def client_for(registry: str) -> RegistryClient:
         return _clients[registry]
 
 
-def resolve(runtime: Runtime, arch: str, client: RegistryClient, out: Path, previous: State | None = None) -> State:
+def resolve(
+    runtime: Runtime,
+    arch: str,
+    client: RegistryClient,
+    out: Path,
+    previous: State | None = None,
+    polled: dict | None = None,
+) -> State:
     """The upstream state of `runtime` on `arch`: digests, the whole config, layers with diff_ids.
 
-    With the previous state of the same reference, an unchanged digest is not fetched below:
-    a digest commits to everything under it, so a poll with nothing new downloads no blob.
+    With the previous state of the same reference, the tag is polled with one HEAD (as `crane digest`
+    does): when it still names the digest on disk, nothing else is asked. `polled` keeps that answer, and
+    the tag's index when it moved, for the runtime's other architectures: a poll where nothing moved costs
+    one request per tag, and the index is read once. A HEAD that fails fails the poll, as the GET would.
+    Otherwise an unchanged digest is not fetched below: a digest commits to everything under it.
     The index, manifest and config bytes go to the documents cache of `out` (see snapshot.documents).
     """
     context = {"runtime": runtime.name, "arch": arch, "reference": runtime.image}
@@ -48,7 +58,11 @@ def resolve(runtime: Runtime, arch: str, client: RegistryClient, out: Path, prev
         previous = None
     try:
         fetched: dict[str, bytes] = {}
-        state = _resolve(runtime, arch, client, previous, fetched)
+        polled = {} if polled is None else polled
+        if previous is not None and _unmoved(runtime, client, previous, polled):
+            documents.fetch_missing(out, previous, client)
+            return previous
+        state = _resolve(runtime, arch, client, previous, fetched, polled)
         for digest, data in fetched.items():
             documents.keep(out, digest, data)
         documents.fetch_missing(out, state, client)
@@ -62,11 +76,22 @@ def resolve(runtime: Runtime, arch: str, client: RegistryClient, out: Path, prev
         raise RegistryError(f"malformed manifest or image config: {detail}", **context) from exc
 
 
+def _unmoved(runtime: Runtime, client: RegistryClient, previous: State, polled: dict) -> bool:
+    """The tag still names the digest of `previous` (one HEAD per tag and run)."""
+    key = f"HEAD {runtime.reference}"
+    if key not in polled:
+        polled[key] = client.manifest_digest(runtime.repository, runtime.reference, pull_only=True)
+    return polled[key] == (previous.index_digest or previous.manifest_digest)
+
+
 def _resolve(
-    runtime: Runtime, arch: str, client: RegistryClient, previous: State | None, fetched: dict[str, bytes]
+    runtime: Runtime, arch: str, client: RegistryClient, previous: State | None, fetched: dict[str, bytes], polled: dict
 ) -> State:
     platform = platforms.get(arch).oci
-    top = client.get_manifest(runtime.repository, runtime.reference)
+    key = f"GET {runtime.reference}"
+    if key not in polled:  # the tag's index once per run, for all architectures
+        polled[key] = client.get_manifest(runtime.repository, runtime.reference)
+    top = polled[key]
     fetched[top.digest] = top.body
     index_digest = None
     if mediatypes.is_index(top.media_type):

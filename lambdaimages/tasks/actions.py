@@ -66,9 +66,9 @@ def resolve_runtime(out: Path, runtime: Runtime) -> dict:
     """Poll upstream for every architecture; state files change only when upstream moved."""
     client = resolve.client_for(runtime.registry)
     snapshot = SnapshotView(out, runtime)
-    states = []
+    states, polled = [], {}
     for arch in runtime.architectures:
-        state = resolve.resolve(runtime, arch, client, out, snapshot.state_or_none(arch))
+        state = resolve.resolve(runtime, arch, client, out, snapshot.state_or_none(arch), polled)
         try:
             render.dockerfile_context(runtime, state)  # a config no Dockerfile can express stops here
         except RenderError as exc:
