@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -15,9 +16,14 @@ from lambdaimages.inventory import images as inventories
 from lambdaimages.registry.client import RegistryClient
 from lambdaimages.testbed import ROOT, doit_command, samples
 from lambdaimages.testbed.localregistry import LocalRegistry
+from lambdaimages.testbed.standin import PublicEcrStandIn
 from lambdaimages.tools import files
 
 PREFERRED_PORT = 5123  # stable across demo runs, so a rerun finds everything up to date
+# The demo's upstream is the stand-in for public.ecr.aws (token realm, 307 to a storage host, a rate limit) in front
+# of the local registry. Its limit, and the pace the demo's client is told, keep the demo about as quick as a plain
+# registry; the real service allows about 1 request/s (the client's own default for it).
+DEMO_RATE = 40.0
 EVENT = {"hello": "world"}
 # name -> (repository:tag, architectures, compression)
 RUNTIMES = {
@@ -78,15 +84,21 @@ def run(out: Path, tasks: tuple[str, ...] = TASKS) -> int:
     """Start a registry, push the samples, run doit on them into `out`, summarise; the exit code."""
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    port = PREFERRED_PORT if _port_free(PREFERRED_PORT) else None
-    with LocalRegistry(port=port) as registry:
-        output.say(f"demo: local registry at {registry.url}", show=True)
+    port = PREFERRED_PORT if _port_free(PREFERRED_PORT) else 0
+    with LocalRegistry() as registry, PublicEcrStandIn(registry.url, rate=DEMO_RATE, burst=8, port=port) as upstream:
+        output.say(
+            f"demo: upstream {upstream.url}: a stand-in for public.ecr.aws (token realm, blobs by 307 from "
+            f"{upstream.storage.host}, {DEMO_RATE:g} requests/s) in front of a local registry; the client paces to it",
+            show=True,
+        )
         push_samples(RegistryClient(registry.url))
         catalog = out / "runtimes.yaml"
-        files.write_if_changed(catalog, catalog_text(registry.url).encode())  # a rerun leaves it untouched
+        files.write_if_changed(catalog, catalog_text(upstream.url).encode())  # a rerun leaves it untouched
         cmd = doit_command(catalog, out, *tasks)
         output.say(f"demo: {' '.join(cmd[2:])}", show=True)
-        code = subprocess.run(cmd, cwd=ROOT).returncode
+        env = {**os.environ}
+        env.setdefault("LAMBDAIMAGES_RATE", f"{DEMO_RATE:g}")
+        code = subprocess.run(cmd, cwd=ROOT, env=env).returncode
     output.say(summary(out), show=True)
     return code
 

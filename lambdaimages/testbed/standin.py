@@ -115,9 +115,9 @@ def _errors(code: str, message: str) -> bytes:
 class _Serving:
     """A threaded HTTP server on a loopback address, run in the background."""
 
-    def __init__(self, address: str, tls: tuple[str, str] | None = None) -> None:
+    def __init__(self, address: str, tls: tuple[str, str] | None = None, port: int = 0) -> None:
         handler = type("Handler", (_Handler,), {"owner": self})
-        self._server = _Server((address, 0), handler)
+        self._server = _Server((address, port), handler)
         if tls is not None:  # (certificate file, key file): HTTPS with a certificate the caller made
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*tls)
@@ -205,8 +205,9 @@ class PublicEcrStandIn(_Serving):
         storage_address: str = "127.0.0.2",
         signature_seconds: float = 600.0,
         tls: tuple[str, str] | None = None,
+        port: int = 0,
     ) -> None:
-        super().__init__(address, tls)
+        super().__init__(address, tls, port)
         self._upstream = upstream.rstrip("/")
         self._http = requests.Session()
         self._http.trust_env = False  # the stand-in talks to loopback, never through a proxy
