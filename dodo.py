@@ -24,6 +24,8 @@ from lambdaimages.tools import files
 CATALOG_FILE = get_var("catalog", "runtimes.yaml")
 OUT = layout.output_folder(get_var("out", "build"))  # one absolute path: two spellings of a folder are one folder
 READ_ONLY = commands.read_only(sys.argv)  # `doit list`, `info`, `help`: no lock on the folder, nothing written
+# strict=1: a resolve that cannot reach upstream fails, instead of going on from the snapshot on disk.
+STRICT = get_var("strict", "0") not in ("0", "", "no", "false")
 
 try:
     CATALOG = catalog_module.load(CATALOG_FILE)
@@ -59,7 +61,7 @@ def task_resolve():
     for rt in CATALOG.runtimes:
         yield {
             "name": rt.name,
-            "actions": [(actions.resolve_runtime, [OUT, rt])],
+            "actions": [(actions.resolve_runtime, [OUT, rt, STRICT])],
             "targets": actions.state_files(OUT, rt),
             "uptodate": [False],
             **SHOWN,

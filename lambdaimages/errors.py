@@ -79,7 +79,20 @@ class RegistryError(ProjectError):
 
 
 class RegistryUnreachable(RegistryError):
-    """No connection to the registry could be made (refused, DNS, timeouts)."""
+    """No connection to the registry could be made (refused, DNS, timeouts).
+
+    A resolve that meets it goes on from the snapshot on disk when there is one; when it cannot (or must not:
+    `strict=1`), `registry` names upstream and `snapshot` when the snapshot on disk was written (None: none),
+    for the run's closing hint.
+    """
+
+    registry: str | None = None
+    snapshot: str | None = None
+
+    def offline(self, *, registry: str, snapshot: str | None) -> Self:
+        """The same error, saying which upstream could not be polled and what snapshot the run had without it."""
+        self.registry, self.snapshot = registry, snapshot
+        return self
 
 
 class DigestMismatch(RegistryError):

@@ -230,7 +230,8 @@ def faults(registry, docker_client, tmp_path_factory):
         main.add(function_blob, Fault("status", times=2, status=503))
         main.add(blob["recovers"], Fault("cut", times=1, after=5 << 18))
         started, mark = time.monotonic(), len(main.log)
-        second = doit(write_catalog("2"), out)
+        # strict=1: upstream unreachable is a failure here too (without it the run goes on from the snapshot).
+        second = doit(write_catalog("2"), out, "strict=1")
         seconds = time.monotonic() - started
         yield {
             "names": names,

@@ -20,7 +20,7 @@ from lambdaimages.inventory import dotnet
 from lambdaimages.inventory.facts import Package
 from lambdaimages.inventory.merge import DirCount, Inventory
 from lambdaimages.inventory.versions import RUNTIMES
-from lambdaimages.tools.files import atomic_file
+from lambdaimages.tools.files import write_if_changed
 
 NS = "lambdaimages"  # the namespace of our CycloneDX property names
 # CPE vendor:product of each language runtime, so that scanners matching CPEs find the runtime's CVEs.
@@ -80,9 +80,8 @@ def to_cyclonedx(inventory: Inventory, image: ImageInfo, timestamp: datetime | N
 
 
 def write_sbom(path: Path, inventory: Inventory, image: ImageInfo, timestamp: datetime | None = None) -> None:
-    """Write `to_cyclonedx` to `path`, atomically."""
-    with atomic_file(path) as out:
-        out.write(to_cyclonedx(inventory, image, timestamp).encode())
+    """Write `to_cyclonedx` to `path`, atomically, when its bytes change (a rerun rewrites no file)."""
+    write_if_changed(path, to_cyclonedx(inventory, image, timestamp).encode())
 
 
 def _image_purl(image: ImageInfo) -> PackageURL:

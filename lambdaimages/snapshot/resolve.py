@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 from lambdaimages import mediatypes, platforms
@@ -12,6 +13,7 @@ from lambdaimages.errors import RegistryError
 from lambdaimages.registry import credentials
 from lambdaimages.registry.client import RegistryClient, client_settings
 from lambdaimages.snapshot import documents
+from lambdaimages.snapshot.view import SnapshotView
 from lambdaimages.state import Layer, State
 
 _clients: dict[str, RegistryClient] = {}
@@ -82,6 +84,25 @@ def _unmoved(runtime: Runtime, client: RegistryClient, previous: State, polled: 
     if key not in polled:
         polled[key] = client.manifest_digest(runtime.repository, runtime.reference, pull_only=True)
     return polled[key] == (previous.index_digest or previous.manifest_digest)
+
+
+def snapshot_written(snapshot: SnapshotView) -> str | None:
+    """When the states a run falls back on were written (`2026-12-07 09:40:12 UTC`), or None without them.
+
+    A run that cannot reach upstream keeps the snapshot on disk when every architecture of the catalog entry
+    has a readable state that follows the catalog's reference; the time is the newest state file's, i.e. when
+    upstream last moved as this output folder saw it.
+    """
+    written = []
+    for arch in snapshot.runtime.architectures:
+        state = snapshot.state_or_none(arch)
+        if state is None or state.reference != snapshot.runtime.image:
+            return None
+        try:
+            written.append(snapshot.state_path(arch).stat().st_mtime)
+        except OSError:
+            return None
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(max(written))) if written else None
 
 
 def _resolve(

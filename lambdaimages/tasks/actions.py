@@ -17,6 +17,7 @@ from lambdaimages.errors import (
     OutputError,
     ProjectError,
     PublishError,
+    RegistryUnreachable,
     RenderError,
     UsageError,
     cause_chain,
@@ -62,13 +63,25 @@ def one_line_errors(action):
 
 
 @one_line_errors
-def resolve_runtime(out: Path, runtime: Runtime) -> dict:
-    """Poll upstream for every architecture; state files change only when upstream moved."""
+def resolve_runtime(out: Path, runtime: Runtime, strict: bool = False) -> dict:
+    """Poll upstream for every architecture; state files change only when upstream moved.
+
+    When upstream cannot be reached (not: refused or wrong), the snapshot on disk is kept and the run goes on
+    from it, saying so and counting the runtime as "not polled"; `strict` (`doit strict=1`) fails instead.
+    """
     client = resolve.client_for(runtime.registry)
     snapshot = SnapshotView(out, runtime)
     states, polled = [], {}
     for arch in runtime.architectures:
-        state = resolve.resolve(runtime, arch, client, out, snapshot.state_or_none(arch), polled)
+        try:
+            state = resolve.resolve(runtime, arch, client, out, snapshot.state_or_none(arch), polled)
+        except RegistryUnreachable as exc:
+            written = resolve.snapshot_written(snapshot)
+            if written is None or strict:
+                raise exc.within(reference=runtime.image).offline(registry=runtime.registry, snapshot=written) from None
+            output.say(f"{runtime.name}: upstream not polled: {exc.detail}; using the snapshot of {written}", show=True)
+            output.count("not polled", runtimes=1)
+            return {}
         try:
             render.dockerfile_context(runtime, state)  # a config no Dockerfile can express stops here
         except RenderError as exc:

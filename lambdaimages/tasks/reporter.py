@@ -18,8 +18,25 @@ from lambdaimages.tasks.actions import ProjectFailure
 from lambdaimages.tasks.console import elapsed, open_console
 
 DEMO_HINT = "No network to the registry? `doit demo` runs the whole pipeline against a local registry."
+DEMO_SNAPSHOT = "catalog=build-demo/runtimes.yaml out=build-demo"  # what reaches the snapshot `doit demo` made
 TAIL_LINES = 10
 STOP_WAIT = 120.0  # seconds an interrupted run waits for its running tasks to clean up
+
+
+def offline_hint(errors: list[RegistryUnreachable], out: Path | None) -> str:
+    """What a user can do about the unreachable registries of a run: resolve had no snapshot to go on, or strict=1."""
+    polls = [error for error in errors if error.registry]  # resolve's (not a push's or an export's download)
+    if not polls:
+        return DEMO_HINT
+    if all(error.snapshot is not None for error in polls):
+        return "strict=1: a run that cannot poll upstream fails; without it the run goes on from the snapshot on disk."
+    where = f" in {out}" if out is not None else ""
+    registries = ", ".join(sorted({error.registry for error in polls if error.snapshot is None}))
+    return (
+        f"No snapshot{where} to go on without {registries}: the first resolve needs it. "
+        f"The demo's snapshot is used with `{DEMO_SNAPSHOT}`; `doit demo` runs the whole pipeline against a local "
+        "registry."
+    )
 
 
 def _interrupt(signum, frame):
@@ -52,7 +69,7 @@ class Reporter(ConsoleReporter):
         super().__init__(outstream, options)
         self.skipped = 0
         self.causes: dict[str, int] = {}
-        self.unreachable = False
+        self.unreachable: list[RegistryUnreachable] = []  # the failures upstream being down caused
         self.began = time.monotonic()
         self.tally: Counter[str] = Counter()
         self.fresh: Counter[str] = Counter()  # up-to-date tasks by kind (`build` of `build:<rt>`)
@@ -112,7 +129,8 @@ class Reporter(ConsoleReporter):
         self.failures.append({"task": task, "exception": fail})
         self.tally[FAILED] += 1
         error = fail.error if isinstance(fail, ProjectFailure) else None
-        self.unreachable |= isinstance(error, RegistryUnreachable)
+        if isinstance(error, RegistryUnreachable):
+            self.unreachable.append(error)
         cause = error.cause if error is not None else None
         if cause:
             self.causes[cause] = self.causes.get(cause, 0) + 1
@@ -140,7 +158,7 @@ class Reporter(ConsoleReporter):
                 if count > 1:
                     self.write(f"FAILED {count - 1} more task(s) for the same reason: {cause}")
             if self.unreachable:
-                self.write(DEMO_HINT)
+                self.write(offline_hint(self.unreachable, self.out))
             if self.runtime_errors:
                 self.write("\n".join(self.runtime_errors))
             if not (self.foreground and not self.tally):  # a foreground task alone printed its own summary
