@@ -49,6 +49,7 @@ _lock = threading.Lock()
 _tasks: dict[str, _Task] = {}
 _console: Console | None = None
 _counts: dict[str, dict[str, float]] = {}
+_spans: dict[str, list[tuple[float, float]]] = {}  # kind -> (began, ended) of each piece of its work
 _moved: list[str] = []
 
 
@@ -233,6 +234,24 @@ def count(kind: str, **numbers: float) -> None:
             totals[key] = totals.get(key, 0) + value
 
 
+def span(kind: str, began: float, ended: float) -> None:
+    """Note that work of `kind` ran from `began` to `ended` (time.monotonic()): its rate in the summary is per
+    second that the stage ran (the union of its spans, overlapping layers counted once), not per second of the run.
+    """
+    with _lock:
+        _spans.setdefault(kind, []).append((began, ended))
+
+
+def _union(spans: list[tuple[float, float]]) -> float:
+    """Seconds covered by at least one span."""
+    total, reach = 0.0, float("-inf")
+    for began, ended in sorted(spans):
+        if ended > reach:
+            total += ended - max(began, reach)
+            reach = ended
+    return total
+
+
 def moved(runtime: str) -> None:
     """Note for the summary that a runtime moved upstream."""
     with _lock:
@@ -241,9 +260,16 @@ def moved(runtime: str) -> None:
 
 
 def counts() -> dict[str, dict[str, float]]:
-    """Every kind counted in this run, in the order first counted, with its totals."""
+    """Every kind counted in this run, in the order first counted, with its totals.
+
+    A kind with spans (`span`) has `seconds`: how long that stage ran, its spans' union.
+    """
     with _lock:
-        return {kind: dict(totals) for kind, totals in _counts.items()}
+        found = {kind: dict(totals) for kind, totals in _counts.items()}
+        for kind, spans in _spans.items():
+            if kind in found:
+                found[kind]["seconds"] = _union(spans)
+        return found
 
 
 def moved_runtimes() -> list[str]:
@@ -255,6 +281,7 @@ def reset() -> None:
     """Forget the counts of a previous run (a new doit run in the same process)."""
     with _lock:
         _counts.clear()
+        _spans.clear()
         _moved.clear()
 
 

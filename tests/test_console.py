@@ -234,6 +234,23 @@ def test_counts_add_up_across_threads():
     output.reset()
 
 
+def test_a_stage_rate_is_per_second_that_stage_ran_not_per_second_of_the_run():
+    """Issue 21, item 5: compression of two overlapping layers and a later one, in a run ten times longer."""
+    from lambdaimages.tasks.reporter import _numbers
+
+    output.reset()
+    for began, ended in ((100.0, 102.0), (101.0, 103.0), (110.0, 111.0)):  # 3 s overlapped + 1 s
+        output.count("compressed", layers=1, bytes=4e6)
+        output.span("compressed", began, ended)
+    totals = output.counts()["compressed"]
+    assert totals == {"layers": 3, "bytes": 12e6, "seconds": 4.0}
+    assert _numbers(totals) == "3 layers, 12.0 MB in 4.0 s (3.0 MB/s)"
+    output.count("pushed", blobs=2, bytes=1e6)  # no span: no made-up rate
+    assert _numbers(output.counts()["pushed"]) == "2 blobs, 1.0 MB"
+    output.reset()
+    assert output.counts() == {}
+
+
 # -- doit runs through the reporter ----------------------------------------------------------
 
 

@@ -292,8 +292,10 @@ class _Download:
                 self.dest.write(self.gz.flush())
         except lzma.LZMAError as exc:
             raise OutputError(f"xz compression failed: {exc}", **self.context) from exc
-        seconds = time.monotonic() - self.began
+        ended = time.monotonic()
+        seconds = ended - self.began
         self.progress.done(self.raw, self.dest.tell(), seconds, self.runtime.compression)
+        output.span("compressed", self.began, ended)  # the summary's rate: per second that compression ran
         return {"uncompressed": self.raw, "seconds": round(seconds, 3)}
 
     def abort(self) -> None:
@@ -328,8 +330,10 @@ class _Progress:
 
     def fetched(self) -> None:
         """The blob is in: what is left is the compressor pool's."""
-        self.downloaded = time.monotonic() - self.start
-        output.count("downloaded", layers=1, bytes=self.seen, seconds=self.downloaded)
+        now = time.monotonic()
+        self.downloaded = now - self.start
+        output.count("downloaded", layers=1, bytes=self.seen)
+        output.span("downloaded", self.start, now)
 
     def waiting(self) -> None:
         output.progress(None, f"{self.label}: compressing")
@@ -338,4 +342,4 @@ class _Progress:
         rate = raw / max(seconds, 1e-6) / 1e6
         sizes = f"{raw / 1e6:.1f} MB -> {written / 1e6:.1f} MB {codec}"
         output.say(f"{self.label}: {sizes} in {seconds:.1f} s ({rate:.1f} MB/s)")
-        output.count("compressed", layers=1, bytes=raw)  # the summary's rate is over the run's wall time
+        output.count("compressed", layers=1, bytes=raw)

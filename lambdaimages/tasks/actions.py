@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import shutil
 import threading
+import time
 from pathlib import Path
 
 from doit.exceptions import TaskError, TaskFailed
@@ -266,6 +267,7 @@ def push_runtime(
     target = push_target(to, catalog, runtime, argv)
     client = resolve.client_for(target.registry)
     attach = switch("sbom", sbom)
+    began = time.monotonic()
     try:
         done = push.push(out, runtime, target, client, sbom=attach)
     except ProjectError as exc:
@@ -280,6 +282,7 @@ def push_runtime(
         if (sbom := done.sboms.get(arch)) is not None:
             output.say(f"{runtime.name}:   {arch} SBOM referrer {sbom.digest} ({sbom.listed_by})", show=True)
     output.count("pushed", blobs=done.uploaded, bytes=done.uploaded_bytes)
+    output.span("pushed", began, time.monotonic())
     return {"index": done.index_digest}
 
 

@@ -172,10 +172,8 @@ class Reporter(ConsoleReporter):
         lines = []
         if moved := output.moved_runtimes():
             lines.append(f"moved upstream: {', '.join(moved)}")
-        wall = time.monotonic() - self.began
         for kind, totals in output.counts().items():
-            if "bytes" in totals and "seconds" not in totals:
-                totals["seconds"] = wall  # work spread over the run (compression in a pool): its rate over the run
+            # Rates are per second that the stage ran (output.span), never per second of the whole run.
             lines.append(f"{kind} {_numbers(totals)}")
         kinds = ", ".join(f"{n} {kind}" for kind, n in self.fresh.items())
         parts = [f"{self.tally[DONE]} done"]
