@@ -82,7 +82,9 @@ def test_table_reports_ratios_and_misses():
         "cold_vs_xz": {"xz_T0_alone_s": 50.0, "ratio": 1.2, "met": False},
         "verify": {"seconds": 12.0, "xz_dc_s": 10.0, "tarballs_mb": 300.0, "ratio": 1.2, "met": True},
         "inventory": {"seconds": 5.0, "xz_dc_s": 4.0, "ratio": 1.25, "met": False, "scan_cpu_s": 3.0,
-                      "cold_cpu_s": 600.0, "share": 0.005, "share_met": True},
+                      "cold_cpu_s": 600.0, "share": 0.005, "share_met": True, "fixed_s": 1.0,
+                      "ratio_above_fixed": 1.0, "scan_cpu_no_content_readers_s": 2.5},
+        "check_base": {"seconds": 2.5, "images": 10, "status": 1, "met": False},
         "live_view": {"plain_cpu_s": 30.0, "live_cpu_s": 30.3, "extra_cpu_s": 0.3, "share_of_cold": 0.004,
                       "met": True},
         "identical": {"tarballs_vs_xz_T0": "42/42"},
@@ -100,3 +102,5 @@ def test_table_reports_ratios_and_misses():
     inventory = next(line for line in text.splitlines() if line.startswith("(g) inventory, from"))
     assert "1.25" in inventory and inventory.endswith("NO")
     assert next(line for line in text.splitlines() if line.startswith("live view")).endswith("yes")
+    check_base = next(line for line in text.splitlines() if line.startswith("(h) check_base, 10 images"))
+    assert "2.5 s (exit 1)" in check_base and check_base.endswith("NO")
