@@ -141,7 +141,9 @@ def hold_output(out: Path):
     """Create the output folder and hold its lock for the life of the process.
 
     A second run on the same folder is refused at once, naming the process that holds it. Temp
-    files a killed run left anywhere below the folder are removed once the lock is held.
+    files a killed run left anywhere below the folder are removed once the lock is held. The lock
+    file is opened, never written: a rerun that changes nothing leaves every file under `out` as it was
+    (the holder's pid comes from the kernel's lock table instead).
     """
     out = Path(out)
     _mkdir(out)
@@ -153,19 +155,24 @@ def hold_output(out: Path):
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
+        holder = _flock_holder(os.fstat(f.fileno())) or "another process"
         f.close()
         raise OutputError(
             f"output folder {out} is in use by another doit run (pid {holder}); try again when it ends"
         ) from None
-    try:
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-    except OSError as exc:
-        f.close()
-        raise OutputError(f"cannot write in output folder {out}: {exc.strerror}") from exc
     remove_temps(out)
     return f
+
+
+def _flock_holder(stat: os.stat_result) -> str | None:
+    """The pid holding a flock() on the file of `stat`, from Linux's /proc/locks; None when unknown."""
+    device = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as table:
+            for line in table:
+                fields = line.split()  # 1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF
+                if "->" not in fields and len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == device:
+                    return fields[4]
+    except OSError:
+        pass
+    return None
