@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -308,8 +309,35 @@ def test_terminal_ctrl_c_stops_the_live_view_and_shows_the_cursor(project):
     data, screen, status = _pty(argv, project, rows=80, interrupt_on=b"step 1/")
     assert time.monotonic() - began < 10
     assert os.WIFEXITED(status) or os.WIFSIGNALED(status)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGINT  # the shell's 130
     assert data.rfind(SHOW) > data.rfind(HIDE) > -1
-    assert "KeyboardInterrupt" in screen and "━" not in screen, screen
+    # The interruption is shown as one line (issue 21, item 3: it was a KeyboardInterrupt traceback).
+    line = r"^interrupted \(SIGINT\): \d task\(s\) done, the rest stopped; the next run resumes$"
+    assert re.search(line, screen, re.M), screen
+    assert "Traceback" not in screen and "tasks:" not in screen and "━" not in screen, screen
+
+
+@pytest.mark.parametrize("signals", [(signal.SIGINT, signal.SIGINT), (signal.SIGTERM,)])
+def test_signals_end_a_run_with_one_line_and_their_status(project, signals):
+    """Ctrl-C twice, or SIGTERM: one line, no traceback or summary, exit by the first signal, no temp file."""
+    cmd = [sys.executable, "-m", "doit", "-f", str(project / "dodo.py"), f"out={project / 'out'}", "seconds=5"]
+    proc = subprocess.Popen(cmd, cwd=project, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = project / "out" / ".logs" / "work:a.log"
+    deadline = time.monotonic() + 20
+    while not (log.exists() and "Step 1/" in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for sig in signals:
+        proc.send_signal(sig)
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == -signals[0], stdout + stderr  # the shell shows 130 / 143
+    name = signal.Signals(signals[0]).name
+    last = stdout.strip().splitlines()[-1]
+    assert re.fullmatch(rf"interrupted \({name}\): \d task\(s\) done, the rest stopped; the next run resumes", last)
+    assert "Traceback" not in stdout + stderr and "KeyboardInterrupt" not in stdout + stderr, stdout + stderr
+    assert "tasks:" not in stdout
+    assert not [p for p in (project / "out").rglob(".tmp-*")]
+    assert (project / "out" / ".doit.json").exists()
 
 
 LOAD = textwrap.dedent(

@@ -475,8 +475,8 @@ def verify_report(out: Path, catalog) -> None:
     """
     from lambdaimages.verify import reports
 
-    if threading.current_thread() is not threading.main_thread() or out in _reported:
-        return
+    if threading.current_thread() is not threading.main_thread() or out in _reported or output.cancelled():
+        return  # an interrupted run shows no table
     _reported.add(out)
     found = reports.verdicts(out, catalog)
     paths = reports.write(out, found)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -39,10 +41,33 @@ def offline_hint(errors: list[RegistryUnreachable], out: Path | None) -> str:
     )
 
 
+_signalled: list[int] = []  # the signal that interrupted the run (SIGINT, SIGTERM), once
+
+
 def _interrupt(signum, frame):
-    """Ctrl-C: ask the running tasks to stop (they check between chunks), then interrupt doit as Python does."""
+    """Ctrl-C or SIGTERM: ask the running tasks to stop (they check between chunks), then interrupt doit.
+
+    Only the first signal interrupts: a second one (Ctrl-C again) would land in the middle of the cleanup or of
+    doit's database write (temp file, rename) and leave them half done; the run is already stopping.
+    """
+    if _signalled:
+        return
+    _signalled.append(signum)
     output.cancel()
     raise KeyboardInterrupt
+
+
+def _end_by_signal(kind, value, tb):
+    """sys.excepthook: an interrupted run ends without a traceback, by its signal (exit status 130, 143)."""
+    if not (_signalled and issubclass(kind, KeyboardInterrupt)):
+        return sys.__excepthook__(kind, value, tb)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    signal.signal(_signalled[0], signal.SIG_DFL)
+    os.kill(os.getpid(), _signalled[0])
 
 
 class Reporter(ConsoleReporter):
@@ -77,6 +102,8 @@ class Reporter(ConsoleReporter):
         self.foreground = False
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, _interrupt)
+            signal.signal(signal.SIGTERM, _interrupt)
+            sys.excepthook = _end_by_signal
         output.reset()
         output.use(self.console)
 
@@ -151,9 +178,14 @@ class Reporter(ConsoleReporter):
     def complete_run(self):
         try:
             if output.cancelled():
-                self.write("interrupted: waiting for the running tasks to stop and remove what they began")
-                if not output.wait_idle(STOP_WAIT):
-                    self.write(f"interrupted: tasks still running after {STOP_WAIT:g} s; the next run cleans up")
+                # One line, no summary or table: nothing of an interrupted run is claimed as done.
+                stopped = output.wait_idle(STOP_WAIT)
+                name = signal.Signals(_signalled[0]).name if _signalled else "interrupted"
+                rest = "the next run resumes"
+                if not stopped:
+                    rest = f"tasks still running after {STOP_WAIT:g} s; the next run cleans up"
+                self.write(f"interrupted ({name}): {self.tally[DONE]} task(s) done, the rest stopped; {rest}")
+                return
             for cause, count in self.causes.items():
                 if count > 1:
                     self.write(f"FAILED {count - 1} more task(s) for the same reason: {cause}")

@@ -99,7 +99,8 @@ def run(out: Path, tasks: tuple[str, ...] = TASKS) -> int:
         env = {**os.environ}
         env.setdefault("LAMBDAIMAGES_RATE", f"{DEMO_RATE:g}")
         code = subprocess.run(cmd, cwd=ROOT, env=env).returncode
-    output.say(summary(out), show=True)
+    if code == 0:  # an interrupted or failed run shows no table of what it made
+        output.say(summary(out), show=True)
     return code
 
 
