@@ -24,6 +24,8 @@ from lambdaimages.tools import files
 CATALOG_FILE = get_var("catalog", "runtimes.yaml")
 OUT = layout.output_folder(get_var("out", "build"))  # one absolute path: two spellings of a folder are one folder
 READ_ONLY = commands.read_only(sys.argv)  # `doit list`, `info`, `help`: no lock on the folder, nothing written
+if READ_ONLY:
+    commands.quiet_on_closed_pipe()  # `doit list --all | head`
 # strict=1: a resolve that cannot reach upstream fails, instead of going on from the snapshot on disk.
 STRICT = get_var("strict", "0") not in ("0", "", "no", "false")
 

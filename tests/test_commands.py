@@ -94,3 +94,18 @@ def test_two_spellings_of_out_are_one_folder(registry, docker_client, tmp_path):
     finally:
         docker_client.images.remove(f"{name}:local", force=True)
         docker_client.images.remove(f"{name}:x86_64", force=True)
+
+
+def test_a_listing_piped_into_head_ends_as_pipes_expect(tmp_path):
+    """`doit list --all | head -1`: head gets its line, doit ends by SIGPIPE (141) with no traceback (issue 21)."""
+    import shlex
+    import subprocess
+    import sys
+
+    doit = shlex.join([sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), "list", "--all", f"out={tmp_path}"])
+    script = f"{doit} 2>{tmp_path / 'stderr'} | head -1; echo \"doit=${{PIPESTATUS[0]}} head=${{PIPESTATUS[1]}}\""
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].split()[0] == "build", proc.stdout
+    assert lines[1] == "doit=141 head=0"
+    assert (tmp_path / "stderr").read_text() == ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 from doit.cmd_base import DodoTaskLoader
 from doit.cmdparse import CmdOption, CmdParse, CmdParseError
 from doit.doit_cmd import DoitMain
@@ -32,3 +34,12 @@ def read_only(argv: list[str]) -> bool:
 
 def _commands() -> set[str]:
     return {cmd.get_name() for cmd in DoitMain.DOIT_CMDS}
+
+
+def quiet_on_closed_pipe() -> None:
+    """A read-only command piped into `head` ends as `yes | head` does: by SIGPIPE (141), no traceback.
+
+    Python ignores SIGPIPE, so a closed stdout was a BrokenPipeError that doit printed as a traceback (exit 3).
+    Only for read-only commands: they hold nothing half-done that dying at a write could leave behind.
+    """
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
