@@ -78,9 +78,28 @@ class Pace:
         self.rate = rate
         self._next = 0.0
         self._lock = threading.Lock()
+        # Until a registry has answered once, its limit is unknown (public.ecr.aws is known by its challenge):
+        # the first request goes alone, the others wait for its answer instead of meeting a 429 at once.
+        self._known = threading.Event()
+        self._prober: int | None = None  # the thread whose request goes first
+
+    def known(self, rate: float | None) -> None:
+        """The registry's pace is `rate` from now on, whatever its answers."""
+        self.rate = rate
+        self._known.set()
+
+    def learned(self) -> None:
+        """The registry has answered (its challenge is handled): the pace is what it is."""
+        self._known.set()
 
     def wait(self) -> float:
         """Sleep until the next request may go; return the seconds slept."""
+        if not self._known.is_set():
+            with self._lock:
+                self._prober = self._prober or threading.get_ident()
+                first = self._prober == threading.get_ident()
+            if not first:
+                self._known.wait(60)
         if not self.rate:
             return 0.0
         with self._lock:
@@ -154,7 +173,7 @@ class RegistryClient:
         with self._lock:
             self._pace = self._paces.setdefault(self.base_url, Pace())
             if rate is not None:
-                self._pace.rate = rate
+                self._pace.known(rate)
         self._tokens: dict[str, str] = {}
         self._registry_scope: str | None = None  # a token service that grants one scope for everything ("aws")
         self._session = requests.Session()
@@ -183,65 +202,70 @@ class RegistryClient:
         attempt = 0
         limited = [0, 0.0]  # 429 answers to this request, and the seconds waited on them
         while True:
-            token = self._tokens.get(scope) or (self._registry_scope and self._tokens.get(self._registry_scope))
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
-            elif self._credentials and self._basic:
-                kwargs["auth"] = self._credentials
-            if body is not None:
-                kwargs["data"] = body()
-            paced = self._pace.wait()
-            if paced >= 1.0:
-                output.progress(None, f"pacing requests to {self.name}: {self._pace.rate:g}/s")
+            resp = None
             try:
-                self.requests_sent += 1
-                resp = self._session.request(method, url, headers=headers, timeout=self._timeout, **kwargs)
-            except requests.exceptions.SSLError as exc:
-                # A TLS failure does not change on a retry; a loopback registry most often speaks plain HTTP.
-                raise RegistryError(_tls_failure(self.name, exc)) from exc
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                attempt += 1
-                # Refused, unresolvable or silent on connect: down, not busy; say so at once.
-                down = isinstance(exc, requests.ConnectTimeout) or _is_refused_or_dns(exc)
-                if attempt > self._retries or down:
-                    tries = "" if down else f", {attempt} attempts"
-                    if isinstance(exc, requests.ConnectTimeout):
-                        reason = f"no answer to connect within {self._timeout[0]:g} s"
-                    else:
-                        reason = _short(exc)
-                    message = f"registry {self.name} unreachable ({reason}{tries})"
-                    with self._lock:
-                        self._unreachable[self.base_url] = message
-                    raise RegistryUnreachable(message, cause=message) from exc
-                time.sleep(self._delay(attempt, None))
-                continue
-            except requests.RequestException as exc:
-                raise RegistryError(f"{what}: {_short(exc)}") from exc
-            if resp.status_code == 401 and not authed:
-                authed = True
-                self._authenticate(resp, scope, what)
-                resp.close()
-                continue
-            if resp.status_code == 429:
-                self._rate_limited(resp, what, limited)
-                continue
-            if resp.status_code in RETRY_STATUS and attempt < self._retries:
-                attempt += 1
-                retry_after = resp.headers.get("Retry-After")
-                resp.close()
-                wait = self._delay(attempt, retry_after)
-                if wait is None:
-                    raise RegistryError(
-                        f"registry {self.name} answered {resp.status_code} for {what} and asks to retry after "
-                        f"{retry_after.strip()!r}, longer than LAMBDAIMAGES_MAX_WAIT ({self._max_wait:g} s)"
-                    )
-                time.sleep(wait)
-                continue
-            if resp.status_code >= 400 and resp.status_code not in accepted:
-                message = self._http_error(resp, what, attempt + 1)
-                resp.close()
-                raise RegistryError(message)
-            return resp
+                paced = self._pace.wait()  # before the token is looked up: a request held back may find one
+                if paced >= 1.0:
+                    output.progress(None, f"pacing requests to {self.name}: {self._pace.rate:g}/s")
+                token = self._tokens.get(scope) or (self._registry_scope and self._tokens.get(self._registry_scope))
+                if token:
+                    headers["Authorization"] = f"Bearer {token}"
+                elif self._credentials and self._basic:
+                    kwargs["auth"] = self._credentials
+                if body is not None:
+                    kwargs["data"] = body()
+                try:
+                    self.requests_sent += 1
+                    resp = self._session.request(method, url, headers=headers, timeout=self._timeout, **kwargs)
+                except requests.exceptions.SSLError as exc:
+                    # A TLS failure does not change on a retry; a loopback registry most often speaks plain HTTP.
+                    raise RegistryError(_tls_failure(self.name, exc)) from exc
+                except (requests.ConnectionError, requests.Timeout) as exc:
+                    attempt += 1
+                    # Refused, unresolvable or silent on connect: down, not busy; say so at once.
+                    down = isinstance(exc, requests.ConnectTimeout) or _is_refused_or_dns(exc)
+                    if attempt > self._retries or down:
+                        tries = "" if down else f", {attempt} attempts"
+                        if isinstance(exc, requests.ConnectTimeout):
+                            reason = f"no answer to connect within {self._timeout[0]:g} s"
+                        else:
+                            reason = _short(exc)
+                        message = f"registry {self.name} unreachable ({reason}{tries})"
+                        with self._lock:
+                            self._unreachable[self.base_url] = message
+                        raise RegistryUnreachable(message, cause=message) from exc
+                    time.sleep(self._delay(attempt, None))
+                    continue
+                except requests.RequestException as exc:
+                    raise RegistryError(f"{what}: {_short(exc)}") from exc
+                if resp.status_code == 401 and not authed:
+                    authed = True
+                    self._authenticate(resp, scope, what)
+                    resp.close()
+                    continue
+                if resp.status_code == 429:
+                    self._rate_limited(resp, what, limited)
+                    continue
+                if resp.status_code in RETRY_STATUS and attempt < self._retries:
+                    attempt += 1
+                    retry_after = resp.headers.get("Retry-After")
+                    resp.close()
+                    wait = self._delay(attempt, retry_after)
+                    if wait is None:
+                        raise RegistryError(
+                            f"registry {self.name} answered {resp.status_code} for {what} and asks to retry after "
+                            f"{retry_after.strip()!r}, longer than LAMBDAIMAGES_MAX_WAIT ({self._max_wait:g} s)"
+                        )
+                    time.sleep(wait)
+                    continue
+                if resp.status_code >= 400 and resp.status_code not in accepted:
+                    message = self._http_error(resp, what, attempt + 1)
+                    resp.close()
+                    raise RegistryError(message)
+                return resp
+            finally:
+                if resp is None or resp.status_code != 429:  # a 429 teaches nothing: the next answer will
+                    self._pace.learned()  # the first answer (its challenge handled) tells the pace
 
     def _rate_limited(self, resp: requests.Response, what: str, limited: list) -> None:
         """Wait out a 429 (its Retry-After, else a doubling backoff); `limited` counts [answers, seconds waited].
