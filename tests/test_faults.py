@@ -796,3 +796,41 @@ def test_wrong_or_missing_credentials_are_one_line_without_the_secret(private, t
         assert text in failed[0], failed[0]
     bad = base64.b64encode(f"{USER}:{PASSWORD}-wrong".encode()).decode()
     assert_no_secret([wrong.stdout, wrong.stderr], tmp_path / "wrong", [PASSWORD, bad])
+
+
+@pytest.mark.parametrize(
+    "signals", [(signal.SIGINT, signal.SIGINT), (signal.SIGTERM,)], ids=["sigint-twice", "sigterm"]
+)
+def test_signals_during_compression_end_with_one_line_and_leave_nothing(big, tmp_path, signals):
+    """Ctrl-C twice or SIGTERM half a second into the big layer's compression (issue 21, item 3)."""
+    proxy, out = big["proxy"], tmp_path / "out"
+    mark = len(proxy.completed)
+    proc = subprocess.Popen(
+        doit_command(big["catalog"], out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        env=doit_env(),
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 60
+    try:
+        while not [at for at, path in proxy.completed[mark:] if path == big["blob"] and time.monotonic() - at > 0.5]:
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.05)
+        for sig in signals:
+            proc.send_signal(sig)
+            time.sleep(0.05)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=5)
+    text = "".join(lines)
+    assert proc.returncode == -signals[0], text  # the shell's 130 / 143
+    assert text.rstrip().splitlines()[-1].startswith(f"interrupted ({signal.Signals(signals[0]).name}): "), text
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text and "\ntasks:" not in text, text
+    assert temps(out) == []  # nothing half-written: temp files and spooled blocks removed by the run itself
+    assert not [p for p in out.rglob(".spool/*")]
+    assert not cached_big_layer(big, out), "interrupted too late: the layer was already compressed"
+    assert_rerun_equals_reference(big, out, [])
