@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lambdaimages import engine
 from lambdaimages.catalog import Runtime
-from lambdaimages.image import builds
+from lambdaimages.errors import ImageError
+from lambdaimages.image import archive, builds
 from lambdaimages.inventory import images as inventories
 from lambdaimages.inventory import report
 from lambdaimages.inventory.merge import Inventory
@@ -195,6 +197,26 @@ def summary(verdicts: list[Verdict]) -> str:
 
 
 # -- the bases known here --------------------------------------------------------------------------
+
+
+def subjects(images: Iterable[str], archives: Iterable[Path]) -> tuple[list[Subject], list[Verdict]]:
+    """The images to check: local images of the engine by name, and every image of each docker-archive.
+
+    What cannot be read (no such image, not an archive) is a verdict of its own, `not readable`.
+    """
+    found, unreadable = [], []
+    for name in images:
+        diff_ids = engine.image_diff_ids(name)
+        if diff_ids is None:
+            unreadable.append(Verdict.unreadable(name, f"no such image in the engine at {engine.engine_name()}"))
+        else:
+            found.append(Subject(name, diff_ids))
+    for path in archives:
+        try:
+            found += [Subject(f"{name} ({path})", ids) for name, ids in archive.saved_images(path)]
+        except ImageError as exc:
+            unreadable.append(Verdict.unreadable(str(path), exc.detail))
+    return found, unreadable
 
 
 def local_bases(out: Path, runtimes: Iterable[Runtime]) -> list[Base]:

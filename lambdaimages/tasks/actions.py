@@ -14,7 +14,6 @@ from lambdaimages import engine, layout, output
 from lambdaimages import state as states_on_disk
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import (
-    ImageError,
     OutputError,
     ProjectError,
     PublishError,
@@ -23,7 +22,7 @@ from lambdaimages.errors import (
     UsageError,
     cause_chain,
 )
-from lambdaimages.image import archive, base, builds, load, push
+from lambdaimages.image import base, builds, load, push
 from lambdaimages.image import plan as image_plan
 from lambdaimages.inventory import images as inventories
 from lambdaimages.inventory import report
@@ -385,20 +384,7 @@ def check_base(out: Path, catalog, repo: str | None, argv: list[str]):
         images, archives = check_base_requests(argv)
         if not images and not archives:
             raise UsageError("which images? `doit check_base image=NAME[,NAME...]` or `archive=FILE` (both repeatable)")
-        subjects, unreadable = [], []
-        for name in images:
-            diff_ids = engine.image_diff_ids(name)
-            if diff_ids is None:
-                unreadable.append(
-                    base.Verdict.unreadable(name, f"no such image in the engine at {engine.engine_name()}")
-                )
-            else:
-                subjects.append(base.Subject(name, diff_ids))
-        for path in archives:
-            try:
-                subjects += [base.Subject(f"{name} ({path})", ids) for name, ids in archive.saved_images(Path(path))]
-            except ImageError as exc:
-                unreadable.append(base.Verdict.unreadable(path, exc.detail))
+        subjects, unreadable = base.subjects(images, [Path(path) for path in archives])
         known = base.local_bases(out, catalog.runtimes)
         if repo:
             for runtime in catalog.runtimes:
