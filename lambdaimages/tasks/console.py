@@ -35,6 +35,19 @@ def interactive(stream: TextIO) -> bool:
     return tty and not os.environ.get("NO_COLOR") and os.environ.get("TERM", "") not in ("dumb", "unknown")
 
 
+def closed_pipe(stream: TextIO) -> None:
+    """The reader of `stream` went away (`doit ... | head`): send the rest of the run's lines to /dev/null.
+
+    The run goes on to its end, so no task is cut off half-way, and its exit status is the run's; each task's
+    log under <out>/.logs keeps everything it said. (Read-only commands die by SIGPIPE instead, as `yes | head`.)
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
+
+
 def open_console(stream: TextIO) -> LiveConsole | PlainConsole:
     """The front end for `stream`: the live view on a terminal, plain lines otherwise (CI, pipes, NO_COLOR)."""
     return LiveConsole(stream) if interactive(stream) else PlainConsole(stream)
@@ -77,8 +90,11 @@ class PlainConsole:
         if "\x1b" in text:
             text = _ESCAPES.sub("", text)
         with self._lock:
-            self._stream.write(text + "\n")
-            self._stream.flush()
+            try:
+                self._stream.write(text + "\n")
+                self._stream.flush()
+            except BrokenPipeError:
+                closed_pipe(self._stream)
 
     def started(self, name: str) -> None:
         with self._lock:
