@@ -581,15 +581,7 @@ class RegistryClient:
 
     def push_manifest(self, repository: str, reference: str, media_type: str, body: bytes) -> Digest:
         """Put a manifest or index under a tag (or its digest); return its digest."""
-        resp = self._request(
-            "PUT",
-            f"/v2/{repository}/manifests/{reference}",
-            scope=f"repository:{repository}:pull,push",
-            what=f"push of {self.name}/{repository}:{reference}",
-            data=body,
-            headers={"Content-Type": media_type},
-        )
-        resp.close()
+        self._put_manifest(repository, reference, media_type, body, f"{self.name}/{repository}:{reference}")
         return Digest.of(body)
 
     def push_artifact(self, repository: str, digest: str, media_type: str, body: bytes) -> str | None:
@@ -598,11 +590,15 @@ class RegistryClient:
         A registry with the referrers API names the subject there (distribution spec 1.1); None means the
         registry keeps no referrers list, and the client must keep the fallback tag.
         """
+        return self._put_manifest(repository, digest, media_type, body, f"{self.name}/{repository}@{digest}")
+
+    def _put_manifest(self, repository: str, reference: str, media_type: str, body: bytes, name: str) -> str | None:
+        """PUT a manifest; the answer's OCI-Subject header (None without)."""
         resp = self._request(
             "PUT",
-            f"/v2/{repository}/manifests/{digest}",
+            f"/v2/{repository}/manifests/{reference}",
             scope=f"repository:{repository}:pull,push",
-            what=f"push of {self.name}/{repository}@{digest}",
+            what=f"push of {name}",
             data=body,
             headers={"Content-Type": media_type},
         )
