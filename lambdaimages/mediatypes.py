@@ -16,13 +16,17 @@ ACCEPT = ", ".join(INDEX_TYPES + MANIFEST_TYPES)
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 
-# Layers: the ones export can read (gzip or plain tar).
+# Layers: the ones export can read (gzip, zstd or plain tar). Docker's zstd name is the one moby and
+# containerd accept (Docker's own v2 schema has no zstd type).
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+DOCKER_LAYER_ZSTD = "application/vnd.docker.image.rootfs.diff.tar.zstd"
 GZIP_LAYERS = (OCI_LAYER_GZIP, DOCKER_LAYER_GZIP)
+ZSTD_LAYERS = (OCI_LAYER_ZSTD, DOCKER_LAYER_ZSTD)
 TAR_LAYERS = (OCI_LAYER,)
-LAYER_TYPES = GZIP_LAYERS + TAR_LAYERS
+LAYER_TYPES = GZIP_LAYERS + ZSTD_LAYERS + TAR_LAYERS
 
 # OCI artifacts (referrers): the empty config, and the SBOM format attached.
 EMPTY = "application/vnd.oci.empty.v1+json"
@@ -51,8 +55,12 @@ def is_layer(media_type: str) -> bool:
 
 
 def layer_compression(media_type: str) -> str | None:
-    """How a layer blob of this type is compressed: "gzip", or None for a plain tar (or a type not a layer's)."""
-    return "gzip" if media_type in GZIP_LAYERS else None
+    """How a layer blob of this type is compressed: "gzip", "zstd", or None (a plain tar, or not a layer type)."""
+    if media_type in GZIP_LAYERS:
+        return "gzip"
+    if media_type in ZSTD_LAYERS:
+        return "zstd"
+    return None
 
 
 def index_for(manifest_type: str) -> str:

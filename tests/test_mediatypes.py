@@ -16,8 +16,13 @@ def test_layer_compression():
     assert mt.layer_compression("application/vnd.oci.image.layer.v1.tar+gzip") == "gzip"
     assert mt.layer_compression("application/vnd.docker.image.rootfs.diff.tar.gzip") == "gzip"
     assert mt.layer_compression("application/vnd.oci.image.layer.v1.tar") is None
+    assert mt.layer_compression("application/vnd.oci.image.layer.v1.tar+zstd") == "zstd"
+    assert mt.layer_compression("application/vnd.docker.image.rootfs.diff.tar.zstd") == "zstd"
+    assert mt.layer_compression(mt.OCI_CONFIG) is None
     assert mt.is_layer("application/vnd.oci.image.layer.v1.tar")
-    assert not mt.is_layer("application/vnd.oci.image.layer.v1.tar+zstd")
+    assert mt.is_layer("application/vnd.oci.image.layer.v1.tar+zstd")  # read and re-encoded (issue 18)
+    assert mt.is_layer("application/vnd.docker.image.rootfs.diff.tar.zstd")
+    assert not mt.is_layer("application/vnd.oci.image.layer.v1.tar+bzip2")
     assert not mt.is_layer(mt.OCI_CONFIG)
 
 

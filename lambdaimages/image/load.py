@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from lambdaimages import engine, layout, output
+from lambdaimages import engine, layout, mediatypes, output
 from lambdaimages.catalog import Runtime
 from lambdaimages.digest import Digest
 from lambdaimages.errors import EngineError, OutputError
@@ -191,8 +191,11 @@ class FromDownloads:
         self.skipped: set[str] = set()
 
     def sink(self, arch: str, number: int, layer: Layer) -> BinaryIO | None:
-        """export.fetch's `blob_sink`: a writer for the blob of `layer`, or None when that architecture is loaded."""
-        if arch in self.skipped:
+        """export.fetch's `blob_sink`: a writer for the blob of `layer`, or None when that architecture is loaded.
+
+        None too for a zstd blob (engines before Docker 23 cannot load one): that layer follows from its tarball.
+        """
+        if arch in self.skipped or mediatypes.layer_compression(layer.media_type) == "zstd":
             return None
         if arch not in self.started:
             try:

@@ -1,6 +1,6 @@
 """Export layers as `<hex>.tar.xz` (or the upstream `.tar.gz`) named by diff_id, through a shared cache.
 
-Each layer is streamed once: download -> gunzip -> sha256 (the diff_id) -> xz (xzblocks: blocks
+Each layer is streamed once: download -> gunzip (or unzstd) -> sha256 (the diff_id) -> xz (xzblocks: blocks
 spooled to disk and compressed by a pool of threads, byte for byte what `xz -T+N` writes, whatever N
 is), so the tarballs are byte-identical on any number of cores and with any doit `-n`. A cache entry
 is published (renamed) only after the blob digest and the diff_id matched.
@@ -17,6 +17,8 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+import zstandard
 
 from lambdaimages import layout, mediatypes, output, platforms
 from lambdaimages.catalog import Runtime
@@ -211,13 +213,15 @@ def _intact(path: Path, record: Path) -> bool:
 class _Download:
     """Stream one blob into `dest` in the runtime's format, checking the blob digest and the diff_id.
 
-    `run` downloads, gunzips, hashes and hands the data to the xz writer (whose blocks compress in
-    the pool); `finish` waits for them and completes `dest`; `abort` drops the spooled blocks.
+    `run` downloads, gunzips (or unzstds), hashes and hands the data to the xz writer (whose blocks compress
+    in the pool); `finish` waits for them and completes `dest`; `abort` drops the spooled blocks. A zstd blob
+    is always re-encoded (xz, or gzip for a gzip catalog): the legacy builder cannot ADD zstd.
     """
 
     def __init__(self, runtime: Runtime, layer: Layer, context: dict[str, str], dest: BinaryIO, spool: Path) -> None:
         self.runtime, self.layer, self.context, self.dest = runtime, layer, context, dest
-        self.gzipped = mediatypes.layer_compression(layer.media_type) == "gzip"
+        self.compression = mediatypes.layer_compression(layer.media_type)
+        self.gzipped = self.compression == "gzip"
         self.progress = _Progress(label(**context), layer.size)
         self.began = time.monotonic()
         self.raw = 0
@@ -225,7 +229,7 @@ class _Download:
         # gzip output: upstream's gzip blob is stored as-is; only an uncompressed blob is gzipped here.
         self.store_blob = runtime.compression == "gzip" and self.gzipped
         self.gz = None
-        if runtime.compression == "gzip" and not self.gzipped:
+        if runtime.compression == "gzip" and not self.store_blob:
             self.gz = zlib.compressobj(runtime.level, zlib.DEFLATED, 31)
 
     def run(self, client: RegistryClient, sink: BinaryIO | None = None, tar_sink: BinaryIO | None = None) -> None:
@@ -243,6 +247,10 @@ class _Download:
             elif self.gz is not None:
                 self.dest.write(self.gz.compress(data))
 
+        # zstd: the writer hands on the output in pieces of at most UNPACK_LIMIT, across frames.
+        unzstd = None
+        if self.compression == "zstd":
+            unzstd = zstandard.ZstdDecompressor().stream_writer(_Consumer(consume), write_size=UNPACK_LIMIT)
         blob = _labelled(client.iter_blob(self.runtime.repository, layer.digest, layer.size), context)
         try:
             for chunk in blob:
@@ -252,6 +260,9 @@ class _Download:
                     sink.write(chunk)
                 if self.store_blob:
                     self.dest.write(chunk)
+                if unzstd is not None:
+                    unzstd.write(chunk)
+                    continue
                 if unpack is None:
                     consume(chunk)
                     continue
@@ -276,6 +287,10 @@ class _Download:
             for _ in blob:
                 pass  # a download corrupted on the way fails the digest check: say that, not "not gzip"
             raise RegistryError(f"blob {layer.digest} is not valid gzip: {exc}", **context) from exc
+        except zstandard.ZstdError as exc:
+            for _ in blob:
+                pass  # as for gzip: a corrupted download says so
+            raise RegistryError(f"blob {layer.digest} is not valid zstd: {exc}", **context) from exc
         self.progress.fetched()
         diff_verifier.finish()
         for done in (sink, tar_sink):
@@ -302,6 +317,17 @@ class _Download:
         """Drop the spooled and compressed blocks of an unfinished stream."""
         if self.xz is not None and not self.xz.closed:
             self.xz.abort()
+
+
+class _Consumer:
+    """A writer that hands each piece to `consume` (zstandard's stream writer writes into it)."""
+
+    def __init__(self, consume: Callable[[bytes], None]) -> None:
+        self.consume = consume
+
+    def write(self, data: bytes) -> int:
+        self.consume(bytes(data))
+        return len(data)
 
 
 def _labelled(chunks: Iterator[bytes], context: dict[str, str]) -> Iterator[bytes]:
