@@ -7,16 +7,25 @@ import hashlib
 import json
 import lzma
 import platform
+import subprocess
+import sys
+import tarfile
 import uuid
+from pathlib import Path
 
 import pytest
 import zstandard
 from doit_cli import run_doit
+from states import make_state
 
 from lambdaimages import mediatypes
+from lambdaimages.catalog import Runtime
 from lambdaimages.digest import Digest
+from lambdaimages.errors import RegistryError
 from lambdaimages.mediatypes import DOCKER_MANIFEST, OCI_MANIFEST, config_for, gzip_layer_for
 from lambdaimages.registry.client import RegistryClient
+from lambdaimages.snapshot import export
+from lambdaimages.state import State
 from lambdaimages.testbed import samples
 
 ZSTD_LAYER = 1  # the runtime layer (0-based): entrypoint and bootstrap, so the built image runs only if it is right
@@ -61,6 +70,61 @@ def test_layer_compression_knows_zstd():
     assert mediatypes.layer_compression(mediatypes.OCI_LAYER_ZSTD) == "zstd"
     assert mediatypes.layer_compression(mediatypes.DOCKER_LAYER_ZSTD) == "zstd"
     assert mediatypes.is_layer(mediatypes.OCI_LAYER_ZSTD) and mediatypes.is_layer(mediatypes.DOCKER_LAYER_ZSTD)
+
+
+def _zstd_state(blob: bytes, diff_id: str) -> State:
+    layer = {"digest": Digest.of(blob), "media_type": mediatypes.OCI_LAYER_ZSTD, "size": len(blob), "diff_id": diff_id}
+    return make_state([layer])
+
+
+def test_sparse_zstd_layer_inflates_in_bounded_pieces(registry, tmp_path):
+    # 256 MiB of zeros zstd to a few KB: the decompressor must hand them on in pieces, not as one buffer.
+    member = tmp_path / "zeros"
+    with open(member, "wb") as f:
+        f.truncate(256 << 20)
+    tar_path = tmp_path / "layer.tar"
+    with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
+        tar.add(member, arcname="zeros")
+    member.unlink()
+    tar = tar_path.read_bytes()
+    tar_path.unlink()
+    blob, diff_id = zstandard.ZstdCompressor(level=3).compress(tar), Digest.of(tar)
+    del tar
+    RegistryClient(registry.url).push_blob("zstd/sparse", blob)
+    state = _zstd_state(blob, diff_id)
+    # A fresh process, so its peak RSS (VmHWM) is the export's.
+    script = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from lambdaimages.snapshot import export\n"
+        "from lambdaimages.catalog import Runtime\n"
+        "from lambdaimages.state import State\n"
+        "from lambdaimages.registry.client import RegistryClient\n"
+        "rt = Runtime('t', sys.argv[1], 'zstd/sparse', 'latest', ('x86_64',), compression='gzip')\n"
+        "state = State.from_json(json.loads(sys.argv[2]))\n"
+        "export.fetch(rt, {'x86_64': state}, Path(sys.argv[3]), RegistryClient(sys.argv[1]))\n"
+        "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')][0])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, registry.url, json.dumps(state.to_json()), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+        check=True,
+    )
+    peak_mb = int(done.stdout.split()[-1]) / 1024
+    assert peak_mb < 100, f"exporting a 256 MiB sparse zstd layer peaked at {peak_mb:.0f} MB"
+    gz = tmp_path / "out" / ".cache" / "gzip" / f"{state.layers[0].hex}.tar.gz"
+    assert gz.read_bytes().startswith(b"\x1f\x8b")  # re-encoded (the diff_id matched), not the zstd blob stored
+
+
+def test_a_blob_that_is_not_zstd_is_named(registry, tmp_path):
+    layer = samples.layer_from_files([samples.file("a.txt", b"a\n")])
+    client = RegistryClient(registry.url)
+    client.push_blob("zstd/bad", layer.blob)  # gzip bytes under the zstd type
+    runtime = Runtime("t", registry.url, "zstd/bad", "latest", ("x86_64",))
+    with pytest.raises(RegistryError, match=f"blob {layer.digest} is not valid zstd"):
+        export.fetch(runtime, {"x86_64": _zstd_state(layer.blob, layer.diff_id)}, tmp_path, client)
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the build and verify run the x86_64 sample image")
