@@ -806,7 +806,11 @@ def test_signals_during_compression_end_with_one_line_and_leave_nothing(big, tmp
     proxy, out = big["proxy"], tmp_path / "out"
     mark = len(proxy.completed)
     proc = subprocess.Popen(
-        doit_command(big["catalog"], out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        doit_command(big["catalog"], out),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
         env=doit_env(),
     )
     lines: list[str] = []
