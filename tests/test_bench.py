@@ -75,6 +75,9 @@ def test_table_reports_ratios_and_misses():
         "baseline": {"seconds": 100.0, "phases": {"pull": 10.0, "xz": 80.0}},
         "cold": {"seconds": 60.0, "ratio": 0.6, "met": False},
         "noop": {"seconds": 0.9, "met": True, "rebuilt": []},
+        "standin_noop": {"seconds": 7.4, "limit_s": 7.0, "tags": 6, "requests": 8, "requests_target": 8,
+                         "too_many": 0, "statuses": {"401": 1, "200": 7}, "first_s": 40.0, "met": False},
+        "verify_noop": {"seconds": 1.2, "met": True},
         "one_change": {"seconds": 12.0, "xz_T0_layer_s": 8.0, "limit_s": 15.0, "met": True, "rebuilt": []},
         "peak_rss": {"mb": 250, "met": True},
         "export": {"seconds": 50, "mb_s": 5.0, "xz_T0_alone_mb_s": 4.0, "ratio": 1.25, "met": True},
@@ -97,7 +100,12 @@ def test_table_reports_ratios_and_misses():
     assert "tarballs_vs_xz_T0 42/42" in text
     versus_xz = next(line for line in text.splitlines() if line.startswith("(a) cold vs xz"))
     assert "1.2" in versus_xz and versus_xz.endswith("NO")
-    verify = next(line for line in text.splitlines() if line.startswith("(f) verify"))
+    standin = next(line for line in text.splitlines() if line.startswith("(b) no-op resolve, stand-in"))
+    assert "7.4 s, 8 requests (0 x 429)" in standin and "<= 8 requests, <= 7.0 s" in standin
+    assert standin.endswith("NO")
+    verify_noop = next(line for line in text.splitlines() if line.startswith("(f) verify, no-op"))
+    assert "1.2 s" in verify_noop and "<= 3 s" in verify_noop and verify_noop.endswith("yes")
+    verify = next(line for line in text.splitlines() if line.startswith("(f) verify, offline"))
     assert "1.2" in verify and verify.endswith("yes")
     inventory = next(line for line in text.splitlines() if line.startswith("(g) inventory, from"))
     assert "1.25" in inventory and inventory.endswith("NO")

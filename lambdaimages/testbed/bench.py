@@ -3,10 +3,12 @@
 Upstream is benchdata's set (12 images) on a local registry whose storage is cached in bench/cache.
 The baseline is what a maintainer scripts with the plain tools: per runtime and architecture
 `docker pull --platform`, `docker save`, `xz -T0 -6` of each layer tar, a Dockerfile, and
-`docker build` of the x86_64 one. Then, with lambdaimages: (a) cold `doit`, (b) no-op `doit`, (c) one
+`docker build` of the x86_64 one. Then, with lambdaimages: (a) cold `doit`, (b) no-op `doit`, and a no-op
+`doit resolve` through the stand-in for public.ecr.aws at 1 request/s (seconds and the requests it saw), (c) one
 runtime's tag moved to an image with one changed ~50 MB layer, (d) peak RSS of the doit process tree
 during (a), (e) export throughput against `xz -T0 -6` alone on the same bytes, (f) `doit verify` (offline)
-against one `xz -dc` pass over the same tarballs, (g) one runtime's inventory from its tarballs against `xz -dc`
+against one `xz -dc` pass over the same tarballs, and again as a no-op (its up-to-date check hashes the files),
+(g) one runtime's inventory from its tarballs against `xz -dc`
 of them (and the same task with the facts cached: its fixed cost), and the scanner's CPU, Go build info reader on,
 against the cold run's, (h) `doit check_base` of 10 function images built on the set's images, and cold `doit` with
 `compression: gzip`, plainly and on a pseudo-terminal (what the live view costs). The cold run
@@ -45,12 +47,16 @@ from lambdaimages.registry.client import RegistryClient
 from lambdaimages.testbed import ROOT, doit_command
 from lambdaimages.testbed import benchdata as data
 from lambdaimages.testbed.localregistry import LocalRegistry
+from lambdaimages.testbed.standin import PublicEcrStandIn
 
 BENCH = ROOT / "bench"
 PREFERRED_PORT = 5125
 TARGETS = {
     "cold_ratio": 0.5,
     "noop_s": 1.5,
+    "standin_rate": 1.0,  # public.ecr.aws's anonymous limit; the no-op through it: tags / rate + 1 s
+    "standin_plus_s": 1.0,
+    "verify_noop_s": 3.0,
     "change_factor": 1.5,
     "change_plus_s": 3.0,
     "throughput_ratio": 0.9,
@@ -337,6 +343,39 @@ def run_doit(
     return {"seconds": seconds, "peak_rss": peak, "cpu_s": _children_cpu() - cpu_before, "status": child.returncode}
 
 
+def standin_noop(upstream_url: str, out: Path, logs: Path) -> dict:
+    """A no-op `doit resolve` of the set through the stand-in for public.ecr.aws at its anonymous 1 request/s.
+
+    A first resolve through it makes the snapshot (the registry URL is part of each state's reference, so the
+    cold run's states would not do); then, once the stand-in's bucket has refilled, the measured no-op, whose
+    requests the stand-in counts. The client paces itself: the token challenge names service public.ecr.aws.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "LAMBDAIMAGES_RATE"}  # the client's own pace is measured
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    with PublicEcrStandIn(upstream_url, rate=TARGETS["standin_rate"], burst=1) as standin:
+        catalog = out / "runtimes.yaml"
+        catalog.write_text(catalog_text(standin.url))
+        snapshot = out / "snapshot"
+        first = run_doit(catalog, snapshot, logs / "standin.log", "resolve", label="(b) stand-in, first", env=env)
+        time.sleep(1.5)  # the bucket holds one token: >= 1.1 s since the first run's last request
+        seen = len(standin.log), len(standin.storage.log)
+        noop = run_doit(catalog, snapshot, logs / "standin.log", "resolve", label="(b) stand-in, no-op", env=env)
+        requests = standin.log[seen[0] :] + standin.storage.log[seen[1] :]
+    statuses: dict[str, int] = {}
+    for entry in requests:
+        statuses[str(entry.status)] = statuses.get(str(entry.status), 0) + 1
+    noop.update(
+        first_s=first["seconds"],
+        requests=len(requests),
+        too_many=statuses.get("429", 0),
+        statuses=statuses,
+        heads=sum(entry.method == "HEAD" for entry in requests),
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    return noop
+
+
 def _children_cpu() -> float:
     """CPU seconds (user + system) of every child process waited for so far, and of their children."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -566,6 +605,15 @@ def run(bench: Path = BENCH, skip_baseline: bool = False, scale: float = 1.0) ->
         say(f"(b) no-op: {noop['seconds']:.2f} s, images rebuilt: {noop['rebuilt'] or 'none'}")
         phase_done("noop")
 
+        say("(b) no-op through the stand-in for public.ecr.aws at 1 request/s: doit resolve (a first run makes it)")
+        standin = standin_noop(registry.url, out / "standin", logs)
+        say(
+            f"(b) stand-in no-op: {standin['seconds']:.2f} s, {standin['requests']} requests "
+            f"({standin['too_many']} answered 429), statuses {standin['statuses']}; "
+            f"first run {standin['first_s']:.1f} s"
+        )
+        phase_done("standin_noop")
+
         say("(f) verify, offline: doit verify (no registry asked), and one xz -dc pass over the same tarballs")
         verify = run_doit(catalog, cold_out, logs / "verify.log", "verify", label="(f) verify")
         tarballs = sorted(p for p in cold_out.glob("*/*/*.tar.xz"))
@@ -573,6 +621,8 @@ def run(bench: Path = BENCH, skip_baseline: bool = False, scale: float = 1.0) ->
             verify["xz_dc_s"] = _run(["xz", "-dc", *map(str, tarballs)], logs / "xz.log", stdout=sink)
         verify["tarballs_mb"] = sum(p.stat().st_size for p in tarballs) / 1e6
         say(f"(f) verify: {verify['seconds']:.1f} s; xz -dc of {len(tarballs)} tarballs: {verify['xz_dc_s']:.1f} s")
+        verify["noop"] = run_doit(catalog, cold_out, logs / "verify.log", "verify", label="(f) verify, no-op")
+        say(f"(f) verify again, no-op (files hashed): {verify['noop']['seconds']:.2f} s")
         phase_done("verify")
 
         # (g) inventories: one runtime's from its tarballs on disk (no facts cached), against one xz -dc pass over
@@ -690,12 +740,12 @@ def run(bench: Path = BENCH, skip_baseline: bool = False, scale: float = 1.0) ->
             shutil.rmtree(folder, ignore_errors=True)
 
     results["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    results.update(summarise(base, cold, noop, change, export, gzip, verify, inventory, check))
+    results.update(summarise(base, cold, noop, standin, change, export, gzip, verify, inventory, check))
     results["identical"] = identical
     return results
 
 
-def summarise(base, cold, noop, change, export, gzip, verify, inventory, check) -> dict:
+def summarise(base, cold, noop, standin, change, export, gzip, verify, inventory, check) -> dict:
     t = TARGETS
     rows = {}
     if base is not None:
@@ -709,6 +759,19 @@ def summarise(base, cold, noop, change, export, gzip, verify, inventory, check) 
         "seconds": round(noop["seconds"], 2),
         "met": noop["seconds"] <= t["noop_s"],
         "rebuilt": noop["rebuilt"],
+    }
+    tags = len(data.RUNTIMES)
+    standin_limit = tags / t["standin_rate"] + t["standin_plus_s"]
+    rows["standin_noop"] = {
+        "seconds": round(standin["seconds"], 2),
+        "limit_s": round(standin_limit, 2),
+        "tags": tags,
+        "requests": standin["requests"],
+        "too_many": standin["too_many"],
+        "statuses": standin["statuses"],
+        "first_s": round(standin["first_s"], 1),
+        "requests_target": tags + 2,  # one HEAD per tag, and the one challenge and one token that open a run
+        "met": standin["seconds"] <= standin_limit and standin["requests"] <= tags + 2,
     }
     limit = t["change_factor"] * change["xz_T0_layer_s"] + t["change_plus_s"]
     rows["one_change"] = {
@@ -738,6 +801,10 @@ def summarise(base, cold, noop, change, export, gzip, verify, inventory, check) 
         "tarballs_mb": round(verify["tarballs_mb"], 1),
         "ratio": _r(vr),
         "met": _met(vr, t["verify_vs_xz_dc"]),
+    }
+    rows["verify_noop"] = {
+        "seconds": round(verify["noop"]["seconds"], 2),
+        "met": verify["noop"]["seconds"] <= t["verify_noop_s"],
     }
     ir = inventory["seconds"] / inventory["xz_dc_s"]
     share = inventory["scan_cpu_s"] / inventory["cold_cpu_s"]
@@ -812,6 +879,17 @@ def table(results: dict) -> str:
         )
     )
     rows.append(("(b) no-op", f"{r['noop']['seconds']} s", "-", "-", "<= 1.5 s", yes(r["noop"]["met"])))
+    if s := r.get("standin_noop"):
+        rows.append(
+            (
+                "(b) no-op resolve, stand-in 1 req/s",
+                f"{s['seconds']} s, {s['requests']} requests ({s['too_many']} x 429)",
+                f"{s['tags']} tags",
+                "-",
+                f"<= {s['requests_target']} requests, <= {s['limit_s']} s",
+                yes(s["met"]),
+            )
+        )
     c = r["one_change"]
     rows.append(
         (
@@ -848,6 +926,8 @@ def table(results: dict) -> str:
             yes(v["met"]),
         )
     )
+    if vn := r.get("verify_noop"):
+        rows.append(("(f) verify, no-op, files hashed", f"{vn['seconds']} s", "-", "-", "<= 3 s", yes(vn["met"])))
     i = r["inventory"]
     rows.append(
         (
