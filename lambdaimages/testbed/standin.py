@@ -37,7 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import requests
 
 CHUNK = 256 << 10
-_JITTER = 0.05  # a request up to 50 ms early counts as on time, as a server's limiter would not notice
+_JITTER = 0.1  # a request up to 100 ms early counts as on time, as a server's limiter would not notice
 SERVICE = "public.ecr.aws"
 _PASSED = ("Content-Type", "Docker-Content-Digest", "Content-Length", "Content-Range", "Accept-Ranges", "ETag")
 
