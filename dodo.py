@@ -148,7 +148,7 @@ def task_build():
 
 
 def task_demo():
-    """Run the whole pipeline offline: sample images on a local registry -> snapshot, build, verify."""
+    """Run the whole pipeline offline: sample images behind a public.ecr.aws stand-in -> snapshot, build, verify."""
     return {
         "actions": [(actions.one_line_errors(demo.run_task), [Path(get_var("demo_out", "build-demo"))])],
         "uptodate": [False],
