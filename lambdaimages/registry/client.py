@@ -21,7 +21,7 @@ from lambdaimages.errors import DigestMismatch, RegistryError, RegistryUnreachab
 from lambdaimages.reference import Reference, display_name, is_loopback, registry_url
 
 CHUNK = 1 << 20
-RETRY_STATUS = {429, 500, 502, 503, 504}
+RETRY_STATUS = {500, 502, 503, 504}  # and 429, waited out apart (see _rate_limited)
 MANIFEST_LIMIT = 4 << 20  # distribution refuses bigger manifests; a bigger answer is not one
 CONFIG_LIMIT = 16 << 20  # an image config of unknown size (real ones are kilobytes)
 
@@ -200,7 +200,7 @@ class RegistryClient:
         body = kwargs.pop("body", None)  # a function giving a fresh body for every attempt (a file to upload)
         authed = False
         attempt = 0
-        limited = [0, 0.0]  # 429 answers to this request, and the seconds waited on them
+        limited = (0, 0.0)  # 429 answers to this request, and the seconds waited on them
         while True:
             resp = None
             try:
@@ -244,7 +244,7 @@ class RegistryClient:
                     resp.close()
                     continue
                 if resp.status_code == 429:
-                    self._rate_limited(resp, what, limited)
+                    limited = self._rate_limited(resp, what, limited)
                     continue
                 if resp.status_code in RETRY_STATUS and attempt < self._retries:
                     attempt += 1
@@ -252,10 +252,7 @@ class RegistryClient:
                     resp.close()
                     wait = self._delay(attempt, retry_after)
                     if wait is None:
-                        raise RegistryError(
-                            f"registry {self.name} answered {resp.status_code} for {what} and asks to retry after "
-                            f"{retry_after.strip()!r}, longer than LAMBDAIMAGES_MAX_WAIT ({self._max_wait:g} s)"
-                        )
+                        raise RegistryError(self._waits_too_long(resp.status_code, what, retry_after))
                     time.sleep(wait)
                     continue
                 if resp.status_code >= 400 and resp.status_code not in accepted:
@@ -267,8 +264,8 @@ class RegistryClient:
                 if resp is None or resp.status_code != 429:  # a 429 teaches nothing: the next answer will
                     self._pace.learned()  # the first answer (its challenge handled) tells the pace
 
-    def _rate_limited(self, resp: requests.Response, what: str, limited: list) -> None:
-        """Wait out a 429 (its Retry-After, else a doubling backoff); `limited` counts [answers, seconds waited].
+    def _rate_limited(self, resp: requests.Response, what: str, limited: tuple[int, float]) -> tuple[int, float]:
+        """Wait out a 429 (its Retry-After, else a doubling backoff); `limited` and the result count (answers, seconds).
 
         A quota (a data limit) is an error at once: waiting seconds will not lift it. The 429s of one request
         are retried at most `retries` times and `patience` seconds in all. A 429 without Retry-After also
@@ -288,10 +285,7 @@ class RegistryClient:
             raise RegistryError(f"registry {self.name} answered 429 for {what}{tries}{detail}")
         wait = self._delay(hits + 1, retry_after)
         if wait is None:
-            raise RegistryError(
-                f"registry {self.name} answered 429 for {what} and asks to retry after "
-                f"{retry_after.strip()!r}, longer than LAMBDAIMAGES_MAX_WAIT ({self._max_wait:g} s)"
-            )
+            raise RegistryError(self._waits_too_long(429, what, retry_after))
         if waited + wait > self._patience:
             raise RegistryError(
                 f"registry {self.name} kept answering 429{detail} for {what} for {waited:.0f} s "
@@ -303,7 +297,13 @@ class RegistryClient:
                     self._pace.rate = 1.0
         output.progress(None, f"{self.name} limits requests (429{detail}): waiting {wait:.1f} s")
         time.sleep(wait)
-        limited[:] = [hits + 1, waited + wait]
+        return hits + 1, waited + wait
+
+    def _waits_too_long(self, status: int, what: str, retry_after: str) -> str:
+        return (
+            f"registry {self.name} answered {status} for {what} and asks to retry after "
+            f"{retry_after.strip()!r}, longer than LAMBDAIMAGES_MAX_WAIT ({self._max_wait:g} s)"
+        )
 
     def _delay(self, attempt: int, retry_after: str | None) -> float | None:
         """Seconds to wait before retry `attempt`: the server's Retry-After (None if above max_wait), else backoff."""
