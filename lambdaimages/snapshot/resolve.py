@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from lambdaimages import mediatypes, platforms
 from lambdaimages.catalog import Runtime
 from lambdaimages.errors import RegistryError
 from lambdaimages.registry import credentials
-from lambdaimages.registry.client import RegistryClient, client_settings
+from lambdaimages.registry.client import Manifest, RegistryClient, client_settings
 from lambdaimages.snapshot import documents
 from lambdaimages.snapshot.view import SnapshotView
 from lambdaimages.state import Layer, State
@@ -38,13 +39,33 @@ def client_for(registry: str) -> RegistryClient:
         return _clients[registry]
 
 
+@dataclass
+class Poll:
+    """What one run learned of a runtime's tag, shared by its architectures: each is asked at most once."""
+
+    digest: str | None = None  # what the tag names (HEAD)
+    headed: bool = False
+    index: Manifest | None = None  # the tag's index or manifest (GET), when it moved
+
+    def digest_of(self, runtime: Runtime, client: RegistryClient) -> str | None:
+        if not self.headed:
+            self.digest = client.manifest_digest(runtime.repository, runtime.reference, pull_only=True)
+            self.headed = True
+        return self.digest
+
+    def index_of(self, runtime: Runtime, client: RegistryClient) -> Manifest:
+        if self.index is None:
+            self.index = client.get_manifest(runtime.repository, runtime.reference)
+        return self.index
+
+
 def resolve(
     runtime: Runtime,
     arch: str,
     client: RegistryClient,
     out: Path,
     previous: State | None = None,
-    polled: dict | None = None,
+    polled: Poll | None = None,
 ) -> State:
     """The upstream state of `runtime` on `arch`: digests, the whole config, layers with diff_ids.
 
@@ -60,8 +81,10 @@ def resolve(
         previous = None
     try:
         fetched: dict[str, bytes] = {}
-        polled = {} if polled is None else polled
-        if previous is not None and _unmoved(runtime, client, previous, polled):
+        polled = Poll() if polled is None else polled
+        if previous is not None and polled.digest_of(runtime, client) == (
+            previous.index_digest or previous.manifest_digest
+        ):
             documents.fetch_missing(out, previous, client)
             return previous
         state = _resolve(runtime, arch, client, previous, fetched, polled)
@@ -76,14 +99,6 @@ def resolve(
         # Verified bytes, but not the manifest or config structure the OCI spec describes.
         detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0][:200]
         raise RegistryError(f"malformed manifest or image config: {detail}", **context) from exc
-
-
-def _unmoved(runtime: Runtime, client: RegistryClient, previous: State, polled: dict) -> bool:
-    """The tag still names the digest of `previous` (one HEAD per tag and run)."""
-    key = f"HEAD {runtime.reference}"
-    if key not in polled:
-        polled[key] = client.manifest_digest(runtime.repository, runtime.reference, pull_only=True)
-    return polled[key] == (previous.index_digest or previous.manifest_digest)
 
 
 def snapshot_written(snapshot: SnapshotView) -> str | None:
@@ -106,13 +121,10 @@ def snapshot_written(snapshot: SnapshotView) -> str | None:
 
 
 def _resolve(
-    runtime: Runtime, arch: str, client: RegistryClient, previous: State | None, fetched: dict[str, bytes], polled: dict
+    runtime: Runtime, arch: str, client: RegistryClient, previous: State | None, fetched: dict[str, bytes], polled: Poll
 ) -> State:
     platform = platforms.get(arch).oci
-    key = f"GET {runtime.reference}"
-    if key not in polled:  # the tag's index once per run, for all architectures
-        polled[key] = client.get_manifest(runtime.repository, runtime.reference)
-    top = polled[key]
+    top = polled.index_of(runtime, client)  # the tag's index once per run, for all architectures
     fetched[top.digest] = top.body
     index_digest = None
     if mediatypes.is_index(top.media_type):

@@ -71,7 +71,7 @@ def resolve_runtime(out: Path, runtime: Runtime, strict: bool = False) -> dict:
     """
     client = resolve.client_for(runtime.registry)
     snapshot = SnapshotView(out, runtime)
-    states, polled = [], {}
+    states, polled = [], resolve.Poll()
     for arch in runtime.architectures:
         try:
             state = resolve.resolve(runtime, arch, client, out, snapshot.state_or_none(arch), polled)
