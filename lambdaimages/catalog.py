@@ -11,15 +11,16 @@ import yaml
 
 from lambdaimages import platforms
 from lambdaimages.errors import CatalogError
-from lambdaimages.reference import Reference, registry_url, split_name
+from lambdaimages.reference import Reference, Repository, registry_url, split_name
 
 COMPRESSIONS = ("xz", "gzip")
-TOP_KEYS = {"defaults", "runtimes", "publish", "push"}
+TOP_KEYS = {"defaults", "runtimes", "publish", "push", "cache"}
 SETTING_KEYS = {"registry", "architectures", "compression", "level"}
 RUNTIME_KEYS = SETTING_KEYS | {"image", "smoke"}
 SMOKE_KEYS = {"handler", "files", "event", "expect", "timeout"}
 PUBLISH_KEYS = {"repo"}
 PUSH_KEYS = {"to"}
+CACHE_KEYS = {"to"}
 DEFAULTS = {
     "registry": "https://public.ecr.aws",
     "architectures": list(platforms.NAMES),
@@ -77,6 +78,7 @@ class Catalog:
     runtimes: tuple[Runtime, ...]
     publish_repo: str | None = None
     push_to: str | None = None  # HOST[:PORT][/PREFIX]: `doit push` mirrors each runtime to PREFIX/<repository>:<tag>
+    cache_to: Repository | None = None  # the registry layer cache: export fetches tarballs there and stores its own
     by_name: dict[str, Runtime] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -121,6 +123,11 @@ def parse(text: str, path: Path) -> Catalog:
         push = ctx.mapping(top["push"][1], "push", PUSH_KEYS)
         if "to" in push:
             push_to = ctx.string(push["to"][1], "push", "to")
+    cache_to = None
+    if "cache" in top:
+        cache = ctx.mapping(top["cache"][1], "cache", CACHE_KEYS)
+        if "to" in cache:
+            cache_to = ctx.repository(cache["to"][1], "cache", "to")
     if "runtimes" not in top:
         raise CatalogError("the catalog has no 'runtimes' mapping", where=f"{path}:{_line(root)}")
     runtimes_node = top["runtimes"][1]
@@ -128,7 +135,7 @@ def parse(text: str, path: Path) -> Catalog:
     if not entries:
         raise CatalogError("empty catalog: 'runtimes' lists no runtime", where=f"{path}:{_line(runtimes_node)}")
     runtimes = tuple(ctx.runtime(name, key, node, defaults) for name, (key, node) in entries.items())
-    return Catalog(path, runtimes, publish_repo, push_to)
+    return Catalog(path, runtimes, publish_repo, push_to, cache_to)
 
 
 def _line(node: yaml.Node) -> int:
@@ -169,6 +176,13 @@ class _Context:
         if not isinstance(value, str) or not value:
             raise self.fail(node, where, f"'{key}' must be a non-empty string, got {value!r}")
         return value
+
+    def repository(self, node: yaml.Node, where: str, key: str) -> Repository:
+        text = self.string(node, where, key)
+        try:
+            return Repository.parse(text)
+        except ValueError as exc:
+            raise self.fail(node, where, f"'{key}' must name a registry repository, got {text!r}: {exc}") from None
 
     def settings(self, node: yaml.Node, where: str, allowed: set[str]) -> dict:
         out = {}

@@ -32,6 +32,14 @@ LAYER_TYPES = GZIP_LAYERS + ZSTD_LAYERS + TAR_LAYERS
 EMPTY = "application/vnd.oci.empty.v1+json"
 CYCLONEDX = "application/vnd.cyclonedx+json"
 
+# The registry layer cache's artifacts (registry.layercache): one compressed layer tarball each, of our own types
+# since OCI has no xz layer type (and the tarball is a cache entry, not an image's layer).
+CACHED_LAYER = "application/vnd.lambdaimages.layer.v1"
+CACHED_TARBALLS = {
+    "xz": "application/vnd.lambdaimages.layer.v1.tar+xz",
+    "gzip": "application/vnd.lambdaimages.layer.v1.tar+gzip",
+}
+
 # The same roles in each family, keyed by the manifest type.
 _INDEX_FOR = {OCI_MANIFEST: OCI_INDEX, DOCKER_MANIFEST: DOCKER_LIST}
 _MANIFEST_FOR = {OCI_INDEX: OCI_MANIFEST, DOCKER_LIST: DOCKER_MANIFEST}

@@ -105,16 +105,15 @@ class Reference:
         Raises:
             ValueError: no host or repository, no tag and no `default_tag`, or a part the spec does not allow.
         """
-        scheme = HTTP if text.startswith(HTTP) else ""
-        host, _, path = text.removeprefix(HTTP).removeprefix(HTTPS).rstrip("/").partition("/")
-        if not host or not path:
+        registry, path = _split_registry(text)
+        if not registry or not path:
             raise ValueError("expected HOST[:PORT]/REPOSITORY[:TAG]")
         repository, tag, found = split_name(path)
         if tag is None and found is None:
             if default_tag is None:
                 raise ValueError("no tag")
             tag = default_tag
-        return cls(scheme + host, repository, tag, found)
+        return cls(registry, repository, tag, found)
 
     @property
     def reference(self) -> str:
@@ -128,6 +127,41 @@ class Reference:
 
     def __str__(self) -> str:
         return f"{self.name}@{self.digest}" if self.digest else f"{self.name}:{self.tag}"
+
+
+@dataclass(frozen=True)
+class Repository:
+    """A repository of a registry, without tag or digest (a registry layer cache is one): `str()` as users write it."""
+
+    registry: str
+    repository: str
+
+    @classmethod
+    def parse(cls, text: str) -> Repository:
+        """`[http://|https://]HOST[:PORT]/REPOSITORY`, checked as the distribution spec says.
+
+        Raises:
+            ValueError: no host or repository, a tag or digest, or plain HTTP to a host that is not this machine.
+        """
+        registry, path = _split_registry(text)
+        if not registry or not path:
+            raise ValueError("expected [http://]HOST[:PORT]/REPOSITORY")
+        repository, tag, found = split_name(path)
+        if tag is not None or found is not None:
+            raise ValueError("name a repository, without a tag or digest")
+        if registry.startswith(HTTP) and not is_loopback(registry):
+            raise ValueError("plain http:// only to this machine (127.0.0.1, localhost); use HTTPS")
+        return cls(registry, repository)
+
+    def __str__(self) -> str:
+        return f"{display_name(self.registry)}/{self.repository}"
+
+
+def _split_registry(text: str) -> tuple[str, str]:
+    """(registry as the catalog writes it, the path after it) of `[http://|https://]HOST[:PORT]/PATH`."""
+    scheme = HTTP if text.startswith(HTTP) else ""
+    host, _, path = text.removeprefix(HTTP).removeprefix(HTTPS).rstrip("/").partition("/")
+    return (scheme + host if host else ""), path
 
 
 def split_name(name: str) -> tuple[str, str | None, str | None]:

@@ -122,3 +122,31 @@ def test_smoke_test_files_must_exist(tmp_path):
 def test_unreadable_catalog(tmp_path):
     with pytest.raises(CatalogError, match=r"missing\.yaml: cannot read catalog"):
         catalog.load(tmp_path / "missing.yaml")
+
+
+def test_the_registry_cache_names_a_repository():
+    found = parse("cache:\n  to: http://127.0.0.1:5000/lambda-cache\nruntimes:\n  a:\n    image: x:1\n")
+    assert (found.cache_to.registry, found.cache_to.repository) == ("http://127.0.0.1:5000", "lambda-cache")
+    assert str(found.cache_to) == "http://127.0.0.1:5000/lambda-cache"
+    assert str(parse("cache:\n  to: reg.example.com/team/cache\nruntimes:\n  a:\n    image: x:1\n").cache_to) == (
+        "reg.example.com/team/cache"
+    )
+    assert parse("runtimes:\n  a:\n    image: x:1\n").cache_to is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("http://cache.example.com/c", "plain http:// only to this machine"),
+        ("127.0.0.1:5000", "expected [http://]HOST[:PORT]/REPOSITORY"),
+        ("127.0.0.1:5000/c:latest", "name a repository, without a tag or digest"),
+        ("127.0.0.1:5000/Cache", "component 'Cache' has uppercase letters"),
+    ],
+)
+def test_a_bad_registry_cache_is_one_line_naming_the_line(value, expected):
+    error = error_of(f"cache:\n  to: {value}\nruntimes:\n  a:\n    image: x:1\n")
+    assert error.startswith(f"cat.yaml:2: cache: 'to' must name a registry repository, got {value!r}: ")
+    assert expected in error
+    assert error_of("cache:\n  from: x\nruntimes:\n  a:\n    image: x:1\n").startswith(
+        "cat.yaml:2: cache: unknown key 'from'"
+    )

@@ -25,6 +25,7 @@ from lambdaimages.image import referrers
 from lambdaimages.mediatypes import OCI_INDEX, OCI_MANIFEST, gzip_layer_for, index_for
 from lambdaimages.reference import Reference
 from lambdaimages.registry.client import RegistryClient
+from lambdaimages.registry.descriptor import Descriptor
 from lambdaimages.snapshot import documents
 from lambdaimages.snapshot.cache import LayerCache
 from lambdaimages.snapshot.view import SnapshotView
@@ -117,7 +118,7 @@ def push(out: Path, runtime: Runtime, target: Target, client: RegistryClient, *,
         pushed.manifests[arch] = digest
         entries.append((state, digest, media_type, len(manifest)))
         if sbom:
-            subject = referrers.Descriptor(media_type, digest, len(manifest))
+            subject = Descriptor(media_type, digest, len(manifest))
             artifact = referrers.sbom_artifact(subject, snapshot.sbom(arch))
             for blob_digest, source in artifact.blobs:
                 _push_blob(client, target.repository, blob_digest, source, records, pushed)

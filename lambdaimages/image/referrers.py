@@ -16,27 +16,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from lambdaimages.digest import Digest, Verifier
+from lambdaimages.digest import Digest
 from lambdaimages.errors import RegistryError
-from lambdaimages.mediatypes import CYCLONEDX, EMPTY, OCI_INDEX, OCI_MANIFEST
+from lambdaimages.mediatypes import CYCLONEDX, OCI_INDEX, OCI_MANIFEST
 from lambdaimages.registry.client import RegistryClient
+from lambdaimages.registry.descriptor import EMPTY_BLOB, Descriptor, empty_descriptor, file_descriptor
 
-EMPTY_BLOB = b"{}"
 TITLE = "org.opencontainers.image.title"
-CHUNK = 1 << 20
 VIA_API = "referrers API"
-
-
-@dataclass(frozen=True)
-class Descriptor:
-    """What an OCI descriptor says of a blob or manifest: its media type, digest and size."""
-
-    media_type: str
-    digest: str
-    size: int
-
-    def json(self) -> dict:
-        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
 
 
 @dataclass(frozen=True)
@@ -62,19 +49,6 @@ class Attached:
     wrote: bool
 
 
-def _file_descriptor(media_type: str, path: Path) -> Descriptor:
-    verifier = Verifier(what=str(path))
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            verifier.update(chunk)
-    return Descriptor(media_type, verifier.finish(), verifier.received)
-
-
-def empty_descriptor() -> Descriptor:
-    """The spec's empty descriptor: `{}`, 2 bytes, as the config of an artifact that has none."""
-    return Descriptor(EMPTY, Digest.of(EMPTY_BLOB), len(EMPTY_BLOB))
-
-
 def artifact_manifest(subject: Descriptor, sbom: Descriptor, title: str) -> bytes:
     """The referrer's manifest bytes: the same subject and SBOM always give the same bytes."""
     layer = {**sbom.json(), "annotations": {TITLE: title}}
@@ -91,7 +65,7 @@ def artifact_manifest(subject: Descriptor, sbom: Descriptor, title: str) -> byte
 
 def sbom_artifact(subject: Descriptor, sbom: Path) -> Artifact:
     """The referrer attaching the CycloneDX file `sbom` to the manifest `subject`."""
-    layer = _file_descriptor(CYCLONEDX, sbom)
+    layer = file_descriptor(CYCLONEDX, sbom)
     manifest = artifact_manifest(subject, layer, sbom.name)
     digest = Digest.of(manifest)
     return Artifact(manifest, digest, subject, ((empty_descriptor().digest, EMPTY_BLOB), (layer.digest, sbom)))

@@ -28,7 +28,8 @@ class LocalRegistry:
     """A registry process on 127.0.0.1, stopped and cleaned up on exit.
 
     The storage folder is temporary unless `storage` is given (then it persists, e.g. as a
-    benchmark cache). The port is free and random unless `port` is given.
+    benchmark cache). The port is free and random unless `port` is given. `read_only` serves pulls and
+    refuses every write (distribution's maintenance mode: 405 to uploads and manifest PUTs).
 
     An access line is written when the request's handler returns, which can be after the
     client has read the whole answer. `requests_log()` therefore first sends a marker
@@ -42,7 +43,9 @@ class LocalRegistry:
         *,
         binary: str = "docker-registry",
         startup_timeout: float = 15.0,
+        read_only: bool = False,
     ) -> None:
+        self._read_only = read_only
         self._storage = Path(storage) if storage is not None else None
         self._fixed_port = port
         self._binary = binary
@@ -113,6 +116,7 @@ class LocalRegistry:
             "storage": {
                 "filesystem": {"rootdirectory": str(self.storage)},
                 "delete": {"enabled": True},
+                "maintenance": {"readonly": {"enabled": self._read_only}},
             },
             # Without a secret the registry makes one up and warns about it in every log.
             "http": {"addr": self.host, "secret": secrets.token_hex(16)},
