@@ -15,9 +15,11 @@ import pytest
 from lambdaimages.tools.tree import (
     DirSummary,
     Entry,
+    combine,
     diff_trees,
     layers_of_docker_save,
     merge_layers,
+    read_layer,
     summarize_by_top_dir,
 )
 
@@ -147,6 +149,20 @@ def test_hardlinks_keep_their_content_when_the_target_goes_and_share_the_inode_m
 def test_hardlink_to_nothing_is_an_error_naming_the_layer():
     with pytest.raises(ValueError, match=r"layer 0: hardlink b to a"):
         merge(layer(hardlink("b", "a")))
+
+
+def test_layers_read_once_combine_in_any_order_and_as_often_as_asked():
+    base = layer(directory("d"), file("d/a", b"A", mode=0o755), file("d/gone", b"x"))
+    links = layer(hardlink("d/b", "d/a", mode=0o700), file("d/.wh.gone"))
+    other = layer(file("d/a", b"other"))
+    read = [read_layer(io.BytesIO(data), number) for number, data in enumerate((base, links, other))]
+    assert combine(read) == merge(base, links, other)
+    assert combine([read[0], read[2], read[1]]) == merge(base, other, links)
+    assert combine(read) == merge(base, links, other)  # a second combine sees the layers as read, unchanged
+    assert combine(read) != combine([read[0], read[2], read[1]])  # d/a is in two layers with different content
+    assert combine([read[2], read[0]]) == merge(other, base)
+    with pytest.raises(ValueError, match=r"layer 1: hardlink d/b to d/a"):
+        combine([read[1]])
 
 
 def test_special_mode_bits_owners_and_docker_file_type_bits():

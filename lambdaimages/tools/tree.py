@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -64,6 +65,34 @@ class _Layer:
     opaques: set[str] = field(default_factory=set)  # directories whose lower content is hidden
 
 
+@dataclass(frozen=True)
+class _Hardlink:
+    """A hardlink member, resolved when its layer lands: Docker links it against the merged tree."""
+
+    path: str
+    member: str
+    linkname: str
+    uid: int
+    gid: int
+    mode: int
+
+
+@dataclass
+class LayerContents:
+    """What one layer tar does to the layers below it, read once (file content hashed, never kept).
+
+    Its members in tar order (entries and hardlinks, which resolve against the tree they land on), whiteouts
+    and opaque directories: `combine` stacks such layers in any order, as often as asked, so that two orders
+    of the same layers cost one read of each.
+    """
+
+    name: str
+    steps: list[_Node | _Hardlink] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)  # the path of each entry step
+    whiteouts: set[str] = field(default_factory=set)
+    opaques: set[str] = field(default_factory=set)
+
+
 def merge_layers(layers: Iterable[LayerSource]) -> dict[str, Entry]:
     """The filesystem an image's layers make, read as streams (nothing is extracted), by path in tree order.
 
@@ -79,27 +108,59 @@ def merge_layers(layers: Iterable[LayerSource]) -> dict[str, Entry]:
     Raises:
         ValueError: a layer is not a readable tar, or holds a hardlink to nothing or an unknown entry type.
     """
+    return combine(read_layer(layer, index) for index, layer in enumerate(layers))  # each read as it lands
+
+
+def read_layer(layer: LayerSource, index: int = 0) -> LayerContents:
+    """One layer tar (a stream or a path) read to its end into what `combine` stacks.
+
+    Raises:
+        ValueError: not a readable tar, or an unknown entry type.
+    """
+    with ExitStack() as stack:
+        if isinstance(layer, str | os.PathLike):
+            name, stream = os.fspath(layer), stack.enter_context(open(layer, "rb"))
+        else:
+            name, stream = getattr(layer, "name", f"layer {index}"), layer
+        reading = _LayerReading(LayerContents(name))
+        try:
+            read_stream(stream, reading)
+        except TarError as error:
+            raise ValueError(f"{name}: not a readable layer tar: {error}") from error
+        return reading.layer
+
+
+def combine(layers: Iterable[LayerContents]) -> dict[str, Entry]:
+    """The tree that `layers` make stacked in the order given, lowest first (see `merge_layers`).
+
+    Raises:
+        ValueError: a hardlink to nothing (in its own layer or below it), naming the layer.
+    """
     tree: dict[str, _Node] = {}
-    for index, layer in enumerate(layers):
-        with ExitStack() as stack:
-            if isinstance(layer, str | os.PathLike):
-                name, stream = os.fspath(layer), stack.enter_context(open(layer, "rb"))
-            else:
-                name, stream = getattr(layer, "name", f"layer {index}"), layer
-            reading = _LayerReading(tree, name)
-            try:
-                read_stream(stream, reading)
-            except TarError as error:
-                raise ValueError(f"{name}: not a readable layer tar: {error}") from error
-            _apply(tree, reading.layer)
+    for layer in layers:
+        entries: dict[str, _Node] = {}
+        paths = iter(layer.paths)
+        for step in layer.steps:
+            if isinstance(step, _Node):
+                entries[next(paths)] = dataclasses.replace(step)  # a copy: hardlinks change the nodes they reach
+                continue
+            target = entries.get(step.linkname) or tree.get(step.linkname)
+            if target is None or target.type == "dir":
+                raise ValueError(f"{layer.name}: hardlink {step.member} to {step.linkname}, which is not in the tree")
+            # Docker resolves a hardlink against the merged tree, then chowns and chmods the shared inode.
+            target.uid, target.gid = step.uid, step.gid
+            if target.type != "symlink":
+                target.mode = step.mode
+            entries[step.path] = target
+        _apply(tree, _Layer(entries, layer.whiteouts, layer.opaques))
     return _entries(tree)
 
 
 class _LayerReading:
-    """The `tarstream.Visitor` that makes one layer's entries, hashing each file's content as it streams by."""
+    """The `tarstream.Visitor` that records one layer's members, hashing each file's content as it streams by."""
 
-    def __init__(self, lower: dict[str, _Node], name: str) -> None:
-        self.layer, self.lower, self.name = _Layer(), lower, name
+    def __init__(self, layer: LayerContents) -> None:
+        self.layer = layer
         self._node: _Node | None = None
         self._digest = hashlib.sha256()
 
@@ -109,9 +170,14 @@ class _LayerReading:
             self.layer.opaques.add(path)
         elif role == "whiteout":
             self.layer.whiteouts.add(path)
+        elif role == "entry" and member.kind == "hardlink":
+            link = normalize_path(member.linkname)
+            self.layer.steps.append(_Hardlink(path, member.name, link, member.uid, member.gid, member.mode & 0o7777))
         elif role == "entry":
-            node = self.layer.entries[path] = self._node_of(member)
-            if node.type == "file" and member.kind != "hardlink":
+            node = self._node_of(member)
+            self.layer.steps.append(node)
+            self.layer.paths.append(path)
+            if node.type == "file":
                 self._node, self._digest = node, hashlib.sha256()
                 return self._digest.update
         return None
@@ -121,18 +187,8 @@ class _LayerReading:
 
     def _node_of(self, member: Member) -> _Node:
         kind = member.kind
-        if kind == "hardlink":
-            # Docker resolves a hardlink against the merged tree, then chowns and chmods the shared inode.
-            link = normalize_path(member.linkname)
-            target = self.layer.entries.get(link) or self.lower.get(link)
-            if target is None or target.type == "dir":
-                raise ValueError(f"{self.name}: hardlink {member.name} to {member.linkname}, which is not in the tree")
-            target.uid, target.gid = member.uid, member.gid
-            if target.type != "symlink":
-                target.mode = member.mode & 0o7777
-            return target
         if kind is None:
-            raise ValueError(f"{self.name}: {member.name} has unsupported tar entry type {member.type!r}")
+            raise ValueError(f"{self.layer.name}: {member.name} has unsupported tar entry type {member.type!r}")
         # Tars from `docker save` carry file-type bits in the mode field; a symlink's own mode means nothing on Linux.
         node = _Node(kind, 0o777 if kind == "symlink" else member.mode & 0o7777, member.uid, member.gid)
         if kind == "file":
