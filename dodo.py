@@ -72,10 +72,11 @@ def task_resolve():
 
 def task_export():
     """Export each layer as <out>/<rt>/<arch>/<diff_id>.tar.xz (shared ones once), with upstream's manifest, config."""
+    repo = branches.target_repo(get_var("repo", None), CATALOG)  # published tarballs are taken, not compressed
     for rt in CATALOG.runtimes:
         yield {
             "name": rt.name,
-            "actions": [(actions.export_runtime, [OUT, rt])],
+            "actions": [(actions.export_runtime, [OUT, rt, repo])],
             "file_dep": actions.state_files(OUT, rt),
             "uptodate": [uptodate.SnapshotUnchanged(OUT, rt), config_changed(actions.export_settings(rt))],
             **SHOWN,

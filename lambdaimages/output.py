@@ -51,6 +51,7 @@ _console: Console | None = None
 _counts: dict[str, dict[str, float]] = {}
 _spans: dict[str, list[tuple[float, float]]] = {}  # kind -> (began, ended) of each piece of its work
 _moved: list[str] = []
+_said_once: set[str] = set()
 
 
 class Cancelled(KeyboardInterrupt):
@@ -194,6 +195,17 @@ def say(text: str, *, status: bool = False, show: bool = False) -> None:
         _console.status(current.name, None, text)
 
 
+def say_once(key: str, text: str) -> bool:
+    """`say(text, show=True)` the first time `key` is said in this run (a source that is down: one line for
+    every layer and task that meets it); whether it was said now."""
+    with _lock:
+        if key in _said_once:
+            return False
+        _said_once.add(key)
+    say(text, show=True)
+    return True
+
+
 def note(text: str) -> None:
     """Lines for the running task's log only, marked as the log's own (MARK): never on the console, and left
     out of `tail` (a failure's cause chain, which the one-line message leaves out)."""
@@ -283,6 +295,7 @@ def reset() -> None:
         _counts.clear()
         _spans.clear()
         _moved.clear()
+        _said_once.clear()
 
 
 def tail(path: Path, lines: int = 10) -> list[str]:

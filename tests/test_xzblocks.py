@@ -75,3 +75,23 @@ def test_abort_leaves_no_spool_files(tmp_path):
 def test_close_removes_spool_files(tmp_path):
     ours(mixed(2_600_000, seed=5), 0, tmp_path)
     assert list((tmp_path / xzblocks.SPOOL_FOLDER).iterdir()) == []
+
+
+@pytest.mark.parametrize("level", [0, 1, 6])
+def test_layout_check_accepts_what_the_writer_and_xz_T_write(tmp_path, level):
+    data = mixed(3_500_000)
+    for written in (ours(data, level, tmp_path), xz_cli(data, level, 2)):
+        assert xzblocks.layout_problem(io.BytesIO(written), level) is None
+        other = 9 if level != 9 else 0
+        assert xzblocks.layout_problem(io.BytesIO(written), other) is not None
+    assert xzblocks.layout_problem(io.BytesIO(ours(b"", level, tmp_path)), level) is None
+
+
+def test_layout_check_refuses_single_threaded_xz_and_damaged_headers(tmp_path):
+    data = mixed(500_000)
+    problem = xzblocks.layout_problem(io.BytesIO(lzma.compress(data, preset=6)), 6)
+    assert problem is not None and "both sizes" in problem
+    written = bytearray(ours(data, 6, tmp_path))
+    written[14] ^= 0x01  # inside the first block header: its CRC32 no longer matches
+    assert xzblocks.layout_problem(io.BytesIO(bytes(written)), 6) == "block at byte 12: damaged block header"
+    assert xzblocks.layout_problem(io.BytesIO(b"not xz at all, long enough"), 6) is not None

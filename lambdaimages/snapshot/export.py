@@ -1,6 +1,9 @@
 """Export layers as `<hex>.tar.xz` (or the upstream `.tar.gz`) named by diff_id, through a shared cache.
 
-Each layer is streamed once: download -> gunzip (or unzstd) -> sha256 (the diff_id) -> xz (xzblocks: blocks
+A layer comes from, in order: the local cache (`LayerCache`); the `Sources` (the registry cache, the published
+branches: a tarball checked by `sources.check_tarball` is published into the local cache as if compressed
+here); else upstream's blob, compressed here (and then offered to the sources that store). Each layer is
+streamed once: download -> gunzip (or unzstd) -> sha256 (the diff_id) -> xz (xzblocks: blocks
 spooled to disk and compressed by a pool of threads, byte for byte what `xz -T+N` writes, whatever N
 is), so the tarballs are byte-identical on any number of cores and with any doit `-n`. A cache entry
 is published (renamed) only after the blob digest and the diff_id matched.
@@ -11,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import lzma
+import os
 import shutil
 import time
 import zlib
@@ -25,7 +29,9 @@ from lambdaimages.catalog import Runtime
 from lambdaimages.digest import Verifier
 from lambdaimages.errors import DigestMismatch, OutputError, ProjectError, RegistryError, label
 from lambdaimages.registry.client import RegistryClient
+from lambdaimages.snapshot import sources as layer_sources
 from lambdaimages.snapshot.cache import LayerCache
+from lambdaimages.snapshot.sources import Sources
 from lambdaimages.snapshot.view import SnapshotView
 from lambdaimages.state import Layer, State
 from lambdaimages.tools import xzblocks
@@ -47,6 +53,7 @@ def fetch(
     client: RegistryClient,
     blob_sink: BlobSink | None = None,
     tar_sink: BlobSink | None = None,
+    sources: Sources | None = None,
 ) -> None:
     """Put every layer of every architecture into the cache only; the snapshot in `<out>/<rt>` is not touched.
 
@@ -58,14 +65,16 @@ def fetch(
     are downloaded (e.g. to load the image from them without reading the layer again); it is closed after the
     blob's last byte, and a download that fails leaves it unclosed. Layers already cached are not downloaded.
     `tar_sink` likewise receives the uncompressed layer tar (e.g. for the layer's inventory), closed after its
-    diff_id matched.
+    diff_id matched. A layer taken from `sources` feeds `tar_sink` as its check decompresses it, and no blob sink.
     """
+    if sources:
+        sources.want(runtime, missing_layers(runtime, states, out))
     started: list[_CacheEntry] = []
     busy: list[_CacheEntry] = []
     try:
         for arch, state in states.items():
             for number, layer in enumerate(state.layers, 1):
-                entry = _CacheEntry(runtime, layer, out, layer_context(runtime, arch, state, number))
+                entry = _CacheEntry(runtime, layer, out, layer_context(runtime, arch, state, number), sources)
                 sinks = [
                     (lambda a=arch, n=number, la=layer, f=factory: f(a, n, la)) if factory else None
                     for factory in (blob_sink, tar_sink)
@@ -82,10 +91,23 @@ def fetch(
         for entry in started:
             entry.abort()
     for entry in busy:
-        cached_layer(runtime, entry.layer, out, client, entry.context)
+        cached_layer(runtime, entry.layer, out, client, entry.context, sources)
 
 
-def export(runtime: Runtime, arch: str, state: State, out: Path, client: RegistryClient) -> list[Path]:
+def missing_layers(runtime: Runtime, states: dict[str, State], out: Path) -> list[Layer]:
+    """The layers of `states` (each once) that the local cache lacks."""
+    cache, found = LayerCache(out), {}
+    for state in states.values():
+        for layer in state.layers:
+            path = cache.tarball(runtime, layer)
+            if layer.diff_id not in found and not _intact(path, LayerCache.record(path)):
+                found[layer.diff_id] = layer
+    return list(found.values())
+
+
+def export(
+    runtime: Runtime, arch: str, state: State, out: Path, client: RegistryClient, sources: Sources | None = None
+) -> list[Path]:
     """Put every layer of `state` into `<out>/<rt>/<arch>/`, drop tarballs upstream no longer has."""
     snapshot = SnapshotView(out, runtime)
     folder = snapshot.arch_folder(arch)
@@ -93,7 +115,7 @@ def export(runtime: Runtime, arch: str, state: State, out: Path, client: Registr
     layers = state.layers
     for number, layer in enumerate(layers, 1):
         context = layer_context(runtime, arch, state, number)
-        cached = cached_layer(runtime, layer, out, client, context)
+        cached = cached_layer(runtime, layer, out, client, context, sources)
         dest = snapshot.tarball(arch, layer)
         try:
             link_or_copy(cached, dest)
@@ -115,9 +137,16 @@ def drop_other_architectures(out: Path, runtime: Runtime) -> None:
             shutil.rmtree(snapshot.arch_folder(arch), ignore_errors=True)
 
 
-def cached_layer(runtime: Runtime, layer: Layer, out: Path, client: RegistryClient, context: dict[str, str]) -> Path:
+def cached_layer(
+    runtime: Runtime,
+    layer: Layer,
+    out: Path,
+    client: RegistryClient,
+    context: dict[str, str],
+    sources: Sources | None = None,
+) -> Path:
     """The cache entry of a layer, made once however many runtimes and architectures share it."""
-    entry = _CacheEntry(runtime, layer, out, context)
+    entry = _CacheEntry(runtime, layer, out, context, sources)
     if entry.start(client, wait=True) == STARTED:
         try:
             entry.finish()
@@ -134,13 +163,16 @@ BlobSink = Callable[[str, int, Layer], BinaryIO | None]
 class _CacheEntry:
     """One layer's cache entry being written: its lock and temp file are held from `start` to `finish`.
 
-    `start` downloads the blob, checks both digests and hands the data to the compressor pool;
-    `finish` waits for the compressed blocks, publishes the file (rename) and its record, and
-    releases the lock; `abort` drops what `start` made. Between the two the task may start more.
+    `start` takes the tarball from a source (checked, published at once: CACHED) or downloads the blob, checks
+    both digests and hands the data to the compressor pool; `finish` waits for the compressed blocks,
+    publishes the file (rename) and its record, releases the lock and offers the file to the sources that
+    store; `abort` drops what `start` made. Between the two the task may start more.
     """
 
-    def __init__(self, runtime: Runtime, layer: Layer, out: Path, context: dict[str, str]) -> None:
-        self.runtime, self.layer, self.context = runtime, layer, context
+    def __init__(
+        self, runtime: Runtime, layer: Layer, out: Path, context: dict[str, str], sources: Sources | None = None
+    ) -> None:
+        self.runtime, self.layer, self.context, self.sources = runtime, layer, context, sources
         self.path = LayerCache(out).tarball(runtime, layer)
         self.folder = self.path.parent
         self.record = LayerCache.record(self.path)
@@ -161,6 +193,14 @@ class _CacheEntry:
             self.lock.close()
             return CACHED
         try:
+            taken = self._from_sources(sinks[1])
+        except BaseException:
+            self.lock.close()
+            raise
+        if taken:
+            self.lock.close()
+            return CACHED
+        try:
             with self._named_errors():
                 self.dest = AtomicWrite(self.path)
                 self.download = _Download(self.runtime, self.layer, self.context, self.dest.file, spool=self.folder)
@@ -175,10 +215,35 @@ class _CacheEntry:
             stats = self.download.finish()
             self.dest.commit()
             self.dest = self.download = None
-            st = self.path.stat()
-            with atomic_file(self.record) as f:
-                f.write(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, **stats}).encode())
+            self._write_record(stats)
         self.lock.close()
+        if self.sources:
+            self.sources.store(self.runtime, self.layer, self.path)
+
+    def _from_sources(self, tar_sink) -> bool:
+        """Whether a source gave a tarball that passed the check; it is then the cache entry, its record written."""
+        if not self.sources:
+            return False
+        candidate = layer_sources.candidate_path(self.path)
+        with self._named_errors():
+            try:
+                taken = self.sources.take(self.runtime, self.layer, candidate, self.context, tar_sink)
+                if taken is None:
+                    return False
+                with open(candidate, "rb") as f:
+                    os.fsync(f.fileno())
+                os.chmod(candidate, 0o644)
+                os.replace(candidate, self.path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(candidate)
+            self._write_record({"uncompressed": taken.uncompressed, "source": taken.source})
+        return True
+
+    def _write_record(self, stats: dict) -> None:
+        st = self.path.stat()
+        with atomic_file(self.record) as f:
+            f.write(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, **stats}).encode())
 
     def abort(self) -> None:
         """Drop an unfinished entry (temp file, spooled blocks) and release the lock; a no-op once finished."""

@@ -27,7 +27,7 @@ from lambdaimages.image import plan as image_plan
 from lambdaimages.inventory import images as inventories
 from lambdaimages.inventory import report
 from lambdaimages.publish import branches
-from lambdaimages.snapshot import documents, export, render, resolve
+from lambdaimages.snapshot import documents, export, render, resolve, sources
 from lambdaimages.snapshot.view import SnapshotView
 
 
@@ -109,20 +109,28 @@ def export_settings(runtime: Runtime) -> dict:
     return {"architectures": list(runtime.architectures), "compression": runtime.compression, "level": runtime.level}
 
 
+def layer_sources(out: Path, runtime: Runtime, repo: str | None) -> sources.Sources:
+    """Where export looks for a layer the local cache lacks before it compresses it, in this order: the registry
+    cache, the published branches (`repo`)."""
+    return sources.Sources([])
+
+
 @one_line_errors
-def export_runtime(out: Path, runtime: Runtime) -> None:
+def export_runtime(out: Path, runtime: Runtime, repo: str | None = None) -> None:
+    """Every layer into the cache (from the sources or compressed) and the snapshot; `repo`: the published branches."""
     client = resolve.client_for(runtime.registry)
     states = SnapshotView(out, runtime).states()
+    found = layer_sources(out, runtime, repo)
     loads = load.FromDownloads(out, runtime, states)
     try:
         # Every layer of every architecture into the cache first: a fault stops the export before the snapshot
         # changes. The blobs being downloaded also feed `docker load` of their architecture (no second read).
         # And the uncompressed tars feed each layer's inventory facts.
-        export.fetch(runtime, states, out, client, blob_sink=loads.sink, tar_sink=_facts_writer(out))
+        export.fetch(runtime, states, out, client, blob_sink=loads.sink, tar_sink=_facts_writer(out), sources=found)
         for state in states.values():
             documents.fetch_missing(out, state, client)
         for arch, state in states.items():
-            export.export(runtime, arch, state, out, client)
+            export.export(runtime, arch, state, out, client, found)
         documents.place(out, runtime, states)
         export.drop_other_architectures(out, runtime)
     except BaseException:

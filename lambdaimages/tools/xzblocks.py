@@ -337,3 +337,100 @@ def compress_file(source: Path, dest: BinaryIO, level: int = 6, spool: Path | No
     except BaseException:
         writer.abort()
         raise
+
+
+# -- checking a file against this format ------------------------------------------------------------
+
+
+PLAIN_FILTER = b"\x21\x01\x00"  # LZMA2 with the smallest dictionary: the filter of an incompressible block
+
+
+def lzma2_filter_flags(level: int) -> bytes:
+    """The filter flags liblzma writes for a preset: LZMA2 (0x21), one property byte, the dictionary size's code."""
+    size = DICT_SIZES[level]
+    code = next(p for p in range(41) if (2 | (p & 1)) << (p // 2 + 11) >= size)
+    return bytes([0x21, 0x01, code])
+
+
+def layout_problem(f: BinaryIO, level: int) -> str | None:
+    """What makes an .xz file other than what `XzWriter` writes at `level`, read from its headers only; None if
+    nothing does.
+
+    Checked: one stream with CRC64 checks; every block but the last of `block_size(level)` bytes; each block's
+    header as the writer reserves and fills it (both sizes), with the preset's LZMA2 dictionary, or stored as
+    uncompressed chunks; the index and footer matching the blocks and the file's end. Costs a few reads per
+    block (one per 24 MiB at level 6), not the data: the data's digest is the caller's check.
+    """
+    end = f.seek(0, os.SEEK_END)
+    if end < 24:
+        return f"{end} bytes, shorter than an .xz stream"
+    f.seek(0)
+    if f.read(12) != stream_header():
+        return "no .xz stream header with CRC64 checks"
+    f.seek(end - 12)
+    footer = f.read(12)
+    footer_crc = struct.pack("<I", zlib.crc32(footer[4:10]))
+    if footer[10:] != b"YZ" or footer[8:10] != STREAM_FLAGS or footer_crc != footer[:4]:
+        return "no .xz stream footer with CRC64 checks at the file's end"
+    index_size = (struct.unpack("<I", footer[4:8])[0] + 1) * 4
+    if index_size > end - 24:
+        return "the footer's index size runs past the file's start"
+    f.seek(end - 12 - index_size)
+    index = f.read(index_size)
+    if index[0] != 0 or struct.pack("<I", zlib.crc32(index[:-4])) != index[-4:]:
+        return "the index is damaged"
+    try:
+        count, pos = _read_vli(index, 1)
+        records = []
+        for _ in range(count):
+            unpadded, pos = _read_vli(index, pos)
+            uncompressed, pos = _read_vli(index, pos)
+            records.append((unpadded, uncompressed))
+    except IndexError:
+        return "the index is damaged"
+    block = block_size(level)
+    if any(size != block for _, size in records[:-1]) or (records and not 0 < records[-1][1] <= block):
+        sizes = sorted({size for _, size in records})
+        return f"blocks of {sizes} bytes, not of {block} (level {level})"
+    offset = 12
+    for unpadded, size in records:
+        problem = _block_problem(f, offset, unpadded, size, level)
+        if problem:
+            return f"block at byte {offset}: {problem}"
+        offset += unpadded + _pad4(unpadded)
+    if offset + index_size + 12 != end:
+        return "the blocks and the index do not fill the file (a second stream or padding)"
+    return None
+
+
+def _block_problem(f: BinaryIO, offset: int, unpadded: int, size: int, level: int) -> str | None:
+    f.seek(offset)
+    first = f.read(1)
+    if not first or first == b"\0":
+        return "no block header"
+    header_size = (first[0] + 1) * 4
+    header = first + f.read(header_size - 1)
+    if len(header) != header_size or struct.pack("<I", zlib.crc32(header[:-4])) != header[-4:]:
+        return "damaged block header"
+    if header[1] != 0xC0:
+        return "the block header does not hold both sizes (not written by the parallel encoder)"
+    try:
+        compressed, pos = _read_vli(header, 2)
+        uncompressed, pos = _read_vli(header, pos)
+    except IndexError:
+        return "damaged block header"
+    if uncompressed != size or compressed != unpadded - header_size - CHECK_SIZE:
+        return "the block header's sizes differ from the index"
+    filters = header[pos : pos + 3]
+    if filters == PLAIN_FILTER:
+        expected = _header_size(PLAIN_FILTER, _lzma2_bound(size), size)
+        if compressed != _lzma2_bound(size):
+            return "a stored block of another size than uncompressed chunks give"
+    elif filters == lzma2_filter_flags(level):
+        max_block = block_size(level)
+        expected = _header_size(filters, _buffer_bound(max_block), max_block)
+    else:
+        return f"filter flags {filters.hex()}, not LZMA2 of preset {level} ({lzma2_filter_flags(level).hex()})"
+    if header_size != expected:
+        return f"a block header of {header_size} bytes, not the {expected} the encoder reserves"
+    return None
