@@ -211,9 +211,7 @@ def test_export_takes_a_checked_tarball_compresses_the_rest_and_stores_it(regist
             facts[self.hex_digest] = self.getvalue()
 
     sources = Sources([store, source])
-    export.fetch(
-        runtime, {"x86_64": state}, tmp_path, client, tar_sink=lambda a, n, la: _Tar(la.hex), sources=sources
-    )
+    export.fetch(runtime, {"x86_64": state}, tmp_path, client, tar_sink=lambda a, n, la: _Tar(la.hex), sources=sources)
     for s in (given, missing, wrong):
         assert facts[_layer(s).hex] == s.tar  # the tar sink saw each layer once, from a source or the download
     cache = LayerCache(tmp_path)
