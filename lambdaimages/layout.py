@@ -108,6 +108,12 @@ def documents_cache(out: Path) -> Path:
     return Path(out) / CACHE / "documents"
 
 
+def branch_cache(out: Path, runtime: str) -> Path:
+    """The bare repository in which a runtime's published branch tip (depth 1) and the LFS objects export takes
+    from it are fetched: no work tree, no tarball history."""
+    return Path(out) / CACHE / "branches" / f"{runtime}.git"
+
+
 def facts_cache(out: Path) -> Path:
     """What each layer holds for inventories (packages, paths), by diff_id: read from a layer once, ever."""
     return Path(out) / CACHE / "facts"

@@ -256,7 +256,7 @@ def test_target_repo_setting_and_urls(tmp_path):
     assert publish.target_repo("/srv/x.git", catalog) == "/srv/x.git"
     assert publish.target_repo(None, Catalog(tmp_path / "r.yaml", ())) is None
     assert publish.remote_url("/srv/x.git") == "file:///srv/x.git"
-    assert publish._local_path(publish.remote_url("/srv/a b.git")) == Path("/srv/a b.git")
+    assert publish.local_path(publish.remote_url("/srv/a b.git")) == Path("/srv/a b.git")
     assert publish.remote_url("https://example.invalid/x.git") == "https://example.invalid/x.git"
     assert publish.remote_url("git@example.invalid:x.git") == "git@example.invalid:x.git"
 

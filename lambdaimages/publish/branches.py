@@ -62,7 +62,7 @@ def remote_url(repo: str) -> str:
     return repo if _is_url(repo) else Path(repo).absolute().as_uri()
 
 
-def _local_path(url: str) -> Path | None:
+def local_path(url: str) -> Path | None:
     if url.startswith("file://"):
         return Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
     return None
@@ -187,7 +187,7 @@ def published_bases(out: Path, runtime: Runtime, repo: str) -> list[base.Base]:
     fetched last (by publish, changes or check_base) is used, and none when there is none.
     """
     url = remote_url(repo)
-    path = _local_path(url)
+    path = local_path(url)
     if path is not None and not path.exists():
         return []
     private = git.PrivateRepo(out, runtime.name, url)
@@ -294,7 +294,7 @@ def publish(out: Path, runtime: Runtime, repo: str) -> Outcome:
 
 def _create_local_target(url: str) -> None:
     """A local target that does not exist yet becomes a new bare repository."""
-    path = _local_path(url)
+    path = local_path(url)
     if path is None or path.exists():
         return
     # Made beside it and renamed into place: two publish tasks (threads) may both find it missing.
@@ -313,7 +313,7 @@ def _create_local_target(url: str) -> None:
 def changes_text(out: Path, runtime: Runtime, repo: str | None) -> str:
     """What `doit changes:<rt>` prints: the CHANGES.md `publish` would write now, or the published one."""
     if repo is not None:
-        path = _local_path(remote_url(repo))
+        path = local_path(remote_url(repo))
         if path is not None and not path.exists():
             repo = None  # nothing published there yet
     plan = _plan(out, runtime, repo)

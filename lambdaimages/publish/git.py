@@ -31,9 +31,9 @@ FOREIGN_GIT_VARIABLES = (
 class PrivateRepo:
     """A bare repository with its own index, in which one runtime's branch commits are made and pushed from."""
 
-    def __init__(self, out: Path, runtime: str, url: str | None) -> None:
+    def __init__(self, out: Path, runtime: str, url: str | None, git_dir: Path | None = None) -> None:
         self.runtime = runtime
-        self.git_dir = layout.publish_dir(out, runtime).absolute()
+        self.git_dir = (git_dir or layout.publish_dir(out, runtime)).absolute()
         self.url = url
         self.env = {k: v for k, v in os.environ.items() if k not in FOREIGN_GIT_VARIABLES}
         self.env.update(
@@ -70,13 +70,17 @@ class PrivateRepo:
             raise PublishError(f"git {' '.join(args[:2])} failed: {last_line(proc.stderr)}", runtime=self.runtime)
         return proc.stdout.decode("utf-8", "replace")
 
-    def remote_tip(self) -> str | None:
-        """The commit the target's branch points at (fetched into the private repository), or None."""
+    def remote_tip(self, *, shallow: bool = False) -> str | None:
+        """The commit the target's branch points at (fetched into the private repository), or None.
+
+        `shallow`: the tip only (depth 1), not the commits below it (upstream's branches sit on `main`).
+        """
         listing = self.run("ls-remote", REMOTE, f"refs/heads/{self.runtime}")
         if not listing.strip():
             return None
         tip = listing.split()[0]
-        self.run("fetch", "--quiet", "--no-tags", REMOTE, f"+refs/heads/{self.runtime}:{self.published_ref}")
+        depth = ["--depth", "1"] if shallow else []
+        self.run("fetch", "--quiet", "--no-tags", *depth, REMOTE, f"+refs/heads/{self.runtime}:{self.published_ref}")
         return tip
 
     @property

@@ -26,7 +26,7 @@ from lambdaimages.image import base, builds, load, push
 from lambdaimages.image import plan as image_plan
 from lambdaimages.inventory import images as inventories
 from lambdaimages.inventory import report
-from lambdaimages.publish import branches
+from lambdaimages.publish import branch_source, branches
 from lambdaimages.snapshot import documents, export, render, resolve, sources
 from lambdaimages.snapshot.view import SnapshotView
 
@@ -112,7 +112,10 @@ def export_settings(runtime: Runtime) -> dict:
 def layer_sources(out: Path, runtime: Runtime, repo: str | None) -> sources.Sources:
     """Where export looks for a layer the local cache lacks before it compresses it, in this order: the registry
     cache, the published branches (`repo`)."""
-    return sources.Sources([])
+    found = []
+    if repo:
+        found.append(branch_source.PublishedBranches(out, repo))
+    return sources.Sources(found)
 
 
 @one_line_errors
