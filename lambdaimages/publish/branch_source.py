@@ -8,16 +8,16 @@ A repository that cannot be reached, or a runtime without a branch, is said once
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lambdaimages import layout, output
 from lambdaimages.catalog import Runtime
-from lambdaimages.errors import PublishError
+from lambdaimages.errors import DigestMismatch, PublishError
 from lambdaimages.publish import branches, git
 from lambdaimages.state import Layer
+from lambdaimages.tools.files import link_or_copy
 
 
 @dataclass
@@ -29,6 +29,11 @@ class _Branch:
     paths: dict[str, str]
     batched: bool = False  # `want` fetched the objects: a layer still missing is not fetched again alone
     pointers: dict[str, tuple[str, int] | None] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)  # oid -> the hash git-lfs found its bytes had
+    uses: dict[str, int] = field(default_factory=dict)  # oid -> layers `want` asked for that point to it
+
+    def download(self, paths: list[str]) -> None:
+        self.refused.update(self.repo.lfs_fetch_some(self.tip, paths))
 
     def oid(self, hex_digest: str) -> str | None:
         """The LFS object id the branch's file of a layer points to (None: no such file, or not a pointer)."""
@@ -61,26 +66,39 @@ class PublishedBranches:
         needed = []
         for layer in layers:
             oid = branch.oid(layer.hex)
-            if oid is not None and not branch.repo.lfs_object(oid).is_file():
+            if oid is None:
+                continue
+            branch.uses[oid] = branch.uses.get(oid, 0) + 1
+            if not branch.repo.lfs_object(oid).is_file():
                 needed.append(branch.paths[layer.hex])
         branch.batched = True
         if needed:
-            branch.repo.lfs_fetch(branch.tip, needed)
+            branch.download(needed)
 
     def fetch(self, runtime: Runtime, layer: Layer, dest: Path) -> bool:
         """Move the layer's LFS object to `dest` (fetching it first unless `want` did); False when the branch
-        has no such tarball."""
+        has no such tarball.
+
+        Raises:
+            DigestMismatch: the remote's object does not hash to its oid (git-lfs refused it).
+        """
         branch = self._branch(runtime)
         oid = branch.oid(layer.hex) if branch is not None else None
         if oid is None:
             return False
         found = branch.repo.lfs_object(oid)
         if not found.is_file() and not branch.batched:
-            branch.repo.lfs_fetch(branch.tip, [branch.paths[layer.hex]])
+            branch.download([branch.paths[layer.hex]])
+        if oid in branch.refused:
+            raise DigestMismatch(f"its LFS object {oid[:12]} in {self.repo} hashes to {branch.refused[oid][:12]}")
         if not found.is_file():
             return False
-        # Moved, not copied: the layer cache is where tarballs live, the LFS store only passes them on.
-        os.replace(found, dest)
+        link_or_copy(found, dest)
+        # The layer cache is where tarballs live, the LFS store only passes them on: an object goes once the
+        # last layer that points to it has taken it (a branch may hold one object under two names).
+        branch.uses[oid] = branch.uses.get(oid, 1) - 1
+        if branch.uses[oid] <= 0:
+            found.unlink()
         return True
 
     def _branch(self, runtime: Runtime) -> _Branch | None:

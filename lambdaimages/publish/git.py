@@ -7,6 +7,7 @@ caller's environment cleaned of variables that would point git elsewhere.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -49,6 +50,13 @@ class PrivateRepo:
             self.run("config", f"remote.{REMOTE}.url", url)
 
     def run(self, *args: str, stdin: bytes | None = None, env: dict | None = None, check: bool = True) -> str:
+        proc = self.call(*args, stdin=stdin, env=env)
+        if check and proc.returncode != 0:
+            raise PublishError(f"git {' '.join(args[:2])} failed: {last_line(proc.stderr)}", runtime=self.runtime)
+        return proc.stdout.decode("utf-8", "replace")
+
+    def call(self, *args: str, stdin: bytes | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+        """git with the repository's settings, whatever its exit status (stdout and stderr as bytes)."""
         config = [
             "-c", f"user.name={AUTHOR_NAME}", "-c", f"user.email={AUTHOR_EMAIL}", "-c", "commit.gpgsign=false",
             "-c", "i18n.commitEncoding=UTF-8", "-c", "core.hooksPath=/dev/null", "-c", "lfs.locksverify=false",
@@ -66,9 +74,7 @@ class PrivateRepo:
             raise PublishError("git is not installed (scripts/setup installs git and git-lfs)") from None
         except subprocess.TimeoutExpired:
             raise PublishError(f"git {args[0]} took more than an hour", runtime=self.runtime) from None
-        if check and proc.returncode != 0:
-            raise PublishError(f"git {' '.join(args[:2])} failed: {last_line(proc.stderr)}", runtime=self.runtime)
-        return proc.stdout.decode("utf-8", "replace")
+        return proc
 
     def remote_tip(self, *, shallow: bool = False) -> str | None:
         """The commit the target's branch points at (fetched into the private repository), or None.
@@ -143,6 +149,20 @@ class PrivateRepo:
 
     def lfs_fetch(self, commit: str, paths: list[str]) -> None:
         self.run("lfs", "fetch", REMOTE, commit, "--include", ",".join(paths))
+
+    def lfs_fetch_some(self, commit: str, paths: list[str]) -> dict[str, str]:
+        """`lfs_fetch`, where objects whose bytes git-lfs found hashing to another oid are no failure: the
+        others are fetched, and those come back as oid -> the hash their bytes had.
+
+        Raises:
+            PublishError: git-lfs failed for another reason (the remote, the network).
+        """
+        proc = self.call("lfs", "fetch", REMOTE, commit, "--include", ",".join(paths))
+        text = proc.stderr.decode("utf-8", "replace")
+        refused = {m[2]: m[1] for m in re.finditer(r"invalid hash ([0-9a-f]{64}), expected ([0-9a-f]{64})", text)}
+        if proc.returncode != 0 and not refused:
+            raise PublishError(f"git lfs fetch failed: {last_line(proc.stderr)}", runtime=self.runtime)
+        return refused
 
     def drop_lfs_store(self) -> None:
         """The store held only links or downloads for one run: the layer cache is where tarballs live."""

@@ -39,8 +39,9 @@ class LayerSource(Protocol):
 
     `name` is how the summary and the notes say it ("published branches", "registry cache"). `fetch` writes a
     candidate at `dest`, a temp path the caller owns, and says whether it did: False when the source does not
-    have the layer. A source that is down may raise or return False; either way `Sources` says so once for the
-    run and goes on without it. A source may also have:
+    have the layer; DigestMismatch when it found its own copy wrong (reported like a candidate that failed the
+    check). A source that is down may raise or return False; either way `Sources` says so once for the run and
+    goes on without it. A source may also have:
 
     - `want(runtime, layers)`: told, once per export and before any `fetch`, every layer it may be asked for
       (to fetch them in one request);
@@ -70,7 +71,7 @@ def check_tarball(path: Path, runtime: Runtime, layer: Layer, tar_sink: BinaryIO
         problem = _format_problem(f, runtime, layer)
     if problem:
         raise DigestMismatch(problem)
-    verifier = Verifier(layer.diff_id, what="its decompressed bytes", claimed_by="the config")
+    verifier = Verifier(layer.diff_id, what="the decompressed tarball", claimed_by="the config")
     opener = lzma.open if runtime.compression == "xz" else gzip.open
     try:
         with opener(path, "rb") as stream:
@@ -160,11 +161,11 @@ class Sources:
         for source in self.sources:
             began = time.monotonic()
             _unlink(dest)
-            if not self._guarded(source, runtime, lambda s=source: s.fetch(runtime, layer, dest)):
-                _unlink(dest)
-                continue
-            sink = tar_sink() if tar_sink is not None else None
             try:
+                if not self._guarded(source, runtime, lambda s=source: s.fetch(runtime, layer, dest)):
+                    _unlink(dest)
+                    continue
+                sink = tar_sink() if tar_sink is not None else None
                 uncompressed = check_tarball(dest, runtime, layer, sink)
             except DigestMismatch as exc:
                 _unlink(dest)
@@ -193,6 +194,8 @@ class Sources:
     def _guarded(source: LayerSource, runtime: Runtime, call: Callable[[], object]) -> bool:
         try:
             return bool(call())
+        except DigestMismatch:
+            raise  # the source found its own candidate wrong: reported as one, per layer
         except Exception as exc:  # never fails the run: say it once, go on without the source
             detail = exc.detail if isinstance(exc, ProjectError) else f"{type(exc).__name__}: {exc}"
             output.note(cause_chain(exc) or repr(exc))
