@@ -88,6 +88,8 @@ def test_table_reports_ratios_and_misses():
                       "cold_cpu_s": 600.0, "share": 0.005, "share_met": True, "fixed_s": 1.0,
                       "ratio_above_fixed": 1.0, "scan_cpu_no_content_readers_s": 2.5},
         "check_base": {"seconds": 2.5, "images": 10, "status": 1, "met": False},
+        "fresh_machine": {"seconds": 14.0, "compressed": 1, "from_branches": 40, "xz_T0_layer_s": 2.0,
+                          "lfs_fetch_s": 1.5, "limit_s": 14.5, "met": True},
         "live_view": {"plain_cpu_s": 30.0, "live_cpu_s": 30.3, "extra_cpu_s": 0.3, "share_of_cold": 0.004,
                       "met": True},
         "identical": {"tarballs_vs_xz_T0": "42/42"},
@@ -110,5 +112,8 @@ def test_table_reports_ratios_and_misses():
     inventory = next(line for line in text.splitlines() if line.startswith("(g) inventory, from"))
     assert "1.25" in inventory and inventory.endswith("NO")
     assert next(line for line in text.splitlines() if line.startswith("live view")).endswith("yes")
-    check_base = next(line for line in text.splitlines() if line.startswith("(h) check_base, 10 images"))
+    check_base = next(line for line in text.splitlines() if line.startswith("(j) check_base, 10 images"))
     assert "2.5 s (exit 1)" in check_base and check_base.endswith("NO")
+    fresh = next(line for line in text.splitlines() if line.startswith("(h) fresh machine"))
+    assert "14.0 s (1 compressed, 40 from branches)" in fresh and "git lfs fetch of the rest 1.5 s" in fresh
+    assert "= 14.5 s" in fresh and fresh.endswith("yes")
