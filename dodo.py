@@ -209,9 +209,11 @@ def task_check_base():
 
 
 def task_verify_branch():
-    """Prove offline that a clone of a published branch is upstream's image (`doit verify_branch clone=PATH`)."""
+    """Prove a branch clone is upstream's image (`clone=PATH`; AWS's layout: `manifest=sha256:...` or `image=REF`)."""
     return {
-        "actions": [(actions.verify_branch, [get_var("clone", None), get_var("manifest", None)])],
+        "actions": [
+            (actions.verify_branch, [OUT, get_var("clone", None), get_var("manifest", None), get_var("image", None)])
+        ],
         "uptodate": [False],
         **SHOWN,
     }

@@ -263,6 +263,13 @@ def test_branch_clone_must_be_the_manifest_the_user_names(world, clone):
     assert run.returncode != 0 and "is not upstream's manifest" in run.stdout
 
 
+def test_branch_clone_of_ours_says_which_layout_and_refuses_image(world, clone):
+    run = _verify_branch(clone, "image=127.0.0.1:1/lambda/x:1")
+    assert run.returncode != 0 and "image= is for AWS's layout" in run.stdout, run.stdout
+    run = _verify_branch(clone)
+    assert f"{clone}: this project's branch layout; upstream's documents from the branch" in run.stdout
+
+
 @pytest.mark.parametrize("tamper", ["swapped", "truncated", "extra", "dockerfile", "config"])
 def test_tampered_branch_clone_fails_naming_the_file(world, clone, tamper):
     arch = "x86_64"

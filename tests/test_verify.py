@@ -27,9 +27,9 @@ from lambdaimages import catalog as catalog_module
 from lambdaimages.catalog import Smoke
 from lambdaimages.registry.client import RegistryClient
 from lambdaimages.testbed import demo, samples
-from lambdaimages.tools.dockerfile import add_instructions
+from lambdaimages.tools.dockerfile import add_instructions, settings
 from lambdaimages.verify import checks, containers, inputs, reports
-from lambdaimages.verify.dockerfiles import first_difference
+from lambdaimages.verify.dockerfiles import compare_settings, first_difference
 from lambdaimages.verify.results import (
     CANNOT_RUN,
     CHECKS,
@@ -813,6 +813,27 @@ def test_every_dockerfile_is_compared_with_its_rendering_line_by_line():
     assert first_difference("D", "FROM scratch\n", rendered) == (
         "D:2: the file ends where upstream's Dockerfile has '\\n'"
     )
+
+
+def test_an_aws_dockerfiles_config_lines_are_compared_with_upstreams_rendering_by_meaning():
+    want = settings('FROM scratch\nENV A="1"\nENV B="x y"\nLABEL "k"="v"\nWORKDIR /w\nCMD ["a"]\n')
+    aws = settings("FROM scratch\nADD x.tar.xz /\nENV B='x y'\nENV A=1\nWORKDIR /w\nCMD [\"a\"]\n")
+    problems, notes = compare_settings("D", aws, want)
+    assert problems == []
+    assert notes == ["D: ENV order B A, upstream's config has A B", "D: no LABEL line: the image it builds lacks "
+                     "upstream's labels k"]  # fmt: skip
+    edited = settings("FROM busybox\nENV A=2\nLABEL k=w\nWORKDIR /w\nRUN rm -rf /\nUSER nobody\nENV C=3\n")
+    problems, _ = compare_settings("D", edited, want)
+    assert problems == [
+        "D: FROM busybox, upstream's image is FROM scratch",
+        "D:5: RUN rm -rf /: upstream's config makes no such line",
+        "D:2: ENV A is '2', upstream's config has '1'",
+        "D: no ENV B (upstream's config has 'x y')",
+        "D:7: ENV C: upstream's config has no C",
+        "D:3: LABEL k is 'w', upstream's config has 'v'",
+        "D: no line sets Cmd (upstream's config has ['a'])",
+        "D:6: sets User 'nobody', upstream's config has none",
+    ]
 
 
 def test_clean_of_a_build_marks_its_runtime_not_verified(world, docker_client):

@@ -33,6 +33,24 @@ def cached(out: Path, digest: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def find(out: Path, digest: str) -> bytes | None:
+    """Upstream's document `digest`, verified, from what `out` holds offline: the documents cache, else any
+    snapshot folder (`<rt>/<hex>.index.json`, `<rt>/<arch>/<hex>.<kind>.json`); None when neither has it.
+
+    Raises:
+        DigestMismatch: a file named by `digest` holds other bytes.
+    """
+    hex_digest = Digest(digest).hex
+    found = [cached(out, digest)] if cached(out, digest) is not None else []
+    for pattern in (f"*/{hex_digest}.*.json", f"*/*/{hex_digest}.*.json"):
+        found += [path for path in sorted(Path(out).glob(pattern)) if layout.split_document_name(path.name)]
+    if not found:
+        return None
+    data = found[0].read_bytes()
+    verify(data, digest, str(found[0]))
+    return data
+
+
 def fetch_missing(out: Path, state: State, client: RegistryClient) -> None:
     """Fetch (by digest, verified) what the cache lacks of a state's manifest and config.
 

@@ -120,6 +120,29 @@ def snapshot_written(snapshot: SnapshotView) -> str | None:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(max(written))) if written else None
 
 
+def platform_manifest(index: dict, arch: str) -> str:
+    """The digest of the linux image manifest for `arch` that an index lists (the first, as engines pick).
+
+    Raises:
+        RegistryError: the index lists none (naming the platforms it offers).
+    """
+    platform = platforms.get(arch).oci
+    entries = index.get("manifests") or []
+    matches = [
+        m
+        for m in entries
+        if (m.get("platform") or {}).get("architecture") == platform
+        and (m.get("platform") or {}).get("os") == "linux"
+        and mediatypes.is_manifest(m.get("mediaType", mediatypes.OCI_MANIFEST))
+    ]
+    if not matches:
+        offered = sorted(
+            f"{(m.get('platform') or {}).get('os')}/{(m.get('platform') or {}).get('architecture')}" for m in entries
+        )
+        raise RegistryError(f"no linux/{platform} image in the index (it offers {', '.join(offered) or 'none'})")
+    return matches[0]["digest"]
+
+
 def _resolve(
     runtime: Runtime, arch: str, client: RegistryClient, previous: State | None, fetched: dict[str, bytes], polled: Poll
 ) -> State:
@@ -131,21 +154,8 @@ def _resolve(
         index_digest = top.digest
         if previous is not None and previous.index_digest == index_digest:
             return previous
-        entries = top.json().get("manifests") or []
-        matches = [
-            m
-            for m in entries
-            if (m.get("platform") or {}).get("architecture") == platform
-            and (m.get("platform") or {}).get("os") == "linux"
-            and mediatypes.is_manifest(m.get("mediaType", mediatypes.OCI_MANIFEST))
-        ]
-        if not matches:
-            offered = sorted(
-                f"{(m.get('platform') or {}).get('os')}/{(m.get('platform') or {}).get('architecture')}"
-                for m in entries
-            )
-            raise RegistryError(f"no linux/{platform} image in the index (it offers {', '.join(offered) or 'none'})")
-        manifest = client.get_manifest(runtime.repository, matches[0]["digest"])
+        digest = platform_manifest(top.json(), arch)
+        manifest = client.get_manifest(runtime.repository, digest)
         fetched[manifest.digest] = manifest.body
     elif mediatypes.is_manifest(top.media_type):
         manifest = top

@@ -482,16 +482,20 @@ def verify_report(out: Path, catalog) -> None:
 
 
 @one_line_errors
-def verify_branch(clone: str | None, manifest: str | None):
-    """Check a clone of a published branch offline; fail naming each file that is not upstream's."""
+def verify_branch(out: Path, clone: str | None, manifest: str | None, image: str | None):
+    """Check a clone of a published branch (ours or AWS's layout); fail naming each file that is not upstream's."""
     from lambdaimages.verify import branch, reports
 
     if not clone:
-        raise UsageError("which clone? `doit verify_branch clone=PATH [manifest=sha256:...]`")
-    result, named = branch.verify_clone(Path(clone), manifest)
+        raise UsageError("which clone? `doit verify_branch clone=PATH [manifest=sha256:... | image=REPOSITORY:TAG]`")
+    result, named = branch.verify_clone(Path(clone), out, manifest, image)
+    output.say(f"{clone}: {named.layout} branch layout; upstream's documents from {named.source}", show=True)
     output.say("\n".join(reports.describe(result)), show=True)
     if result.failed:
         return TaskFailed(f"{clone}: {result.failure_message()}")
     digests = ", ".join(f"{arch} {digest}" for arch, digest in named.manifests.items())
-    output.say(f"{clone}: branch {named.runtime} is upstream's image {named.reference} ({digests})", show=True)
+    output.say(
+        f"{clone}: branch {named.runtime} is upstream's image {named.reference} ({digests}; {named.layout} layout)",
+        show=True,
+    )
     return {}

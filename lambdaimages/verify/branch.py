@@ -6,7 +6,10 @@ diff_ids, the Dockerfiles' ADD lines against their order and every Dockerfile (t
 against the template's rendering of upstream's config; the image loaded from the clone's files, whose ID must be
 upstream's config digest; and for the engine's own architecture the build of the Dockerfile users build (the
 top-level one for the default architecture), whose file tree and config must equal upstream's. No registry is
-asked; only the engine is used.
+asked; only the engine is used (with `image=`, the registry is asked which manifests the tag names).
+
+A clone of one of AWS's own branches (no manifest or config on it, tarballs not named by diff_id) is told apart
+by `layout_of` and proven by `verify.awsbranch` against upstream's documents named by `manifest=` or `image=`.
 """
 
 from __future__ import annotations
@@ -14,30 +17,55 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lambdaimages import engine, layout
 from lambdaimages.catalog import Runtime
 from lambdaimages.commit_message import CommitMessage
-from lambdaimages.errors import BranchError, EngineError
+from lambdaimages.errors import BranchError, EngineError, UsageError
 from lambdaimages.image.archive import docker_archive
 from lambdaimages.snapshot.view import SnapshotView
 from lambdaimages.state import Layer, State
-from lambdaimages.verify import checks
+from lambdaimages.verify import awsbranch, checks
 from lambdaimages.verify.chain import follow
 from lambdaimages.verify.results import CHECKS, FAIL, PASS, SKIPPED, ArchResult, Check, RuntimeResult
 
 TAG_PREFIX = "lambdaimages-branch"
+OURS = "this project's"
 
 
 @dataclass(frozen=True)
 class Anchors:
-    """What the branch says it is: runtime name, upstream reference, manifest digest per architecture."""
+    """What the branch was proven against: runtime name, upstream reference, manifest digest per architecture,
+    the branch's layout (OURS or awsbranch.LAYOUT) and where upstream's documents came from."""
 
     runtime: str
     reference: str
     manifests: dict[str, str]
+    layout: str = OURS
+    source: str = field(default="the branch")
+
+
+def layout_of(clone: Path) -> str:
+    """OURS when the clone holds upstream's documents or its last commit names manifests (publish's message),
+    awsbranch.LAYOUT when it holds only architecture folders with a Dockerfile and tarballs.
+
+    Raises:
+        BranchError: neither.
+    """
+    if any(layout.split_document_name(path.name) for path in clone.glob(f"*/{layout.DOCUMENT_GLOB}")):
+        return OURS
+    found = subprocess.run(["git", "-C", str(clone), "log", "-1", "--format=%B"], capture_output=True, text=True)
+    if found.returncode == 0 and CommitMessage.parse(found.stdout).manifests:
+        return OURS
+    if awsbranch.aws_clone(clone) is not None:
+        return awsbranch.LAYOUT
+    raise BranchError(
+        "neither a published branch of this project (upstream's documents, a commit naming its manifests) nor "
+        "one of AWS's (an architecture folder with a Dockerfile.<rt> and tarballs)",
+        where=str(clone),
+    )
 
 
 def anchors(clone: Path) -> Anchors:
@@ -71,18 +99,35 @@ def anchors(clone: Path) -> Anchors:
     return Anchors(named.runtime, named.reference or "?", from_commit)
 
 
-def verify_clone(clone: Path, manifest: str | None = None) -> tuple[RuntimeResult, Anchors]:
-    """Check a clone of a published branch; the result (as `doit verify` shows it) and what the branch names.
+def verify_clone(
+    clone: Path, out: Path, manifest: str | None = None, image: str | None = None
+) -> tuple[RuntimeResult, Anchors]:
+    """Check a clone of a published branch; the result (as `doit verify` shows it) and what it was proven against.
 
     Args:
         clone: the clone's work tree, after `git lfs pull`.
-        manifest: a manifest digest the user got from upstream; it must be one the branch names.
+        out: the output folder whose documents cache (and snapshots) hold upstream's documents; resolve keeps
+            what `image` fetched there.
+        manifest: a manifest (or index) digest the user got from upstream; on our layout it must be one the
+            branch names; on AWS's it names upstream's documents, read from `out`.
+        image: `REPOSITORY:TAG`, for AWS's layout: asked of the registry, its documents are the ones checked
+            against (our layout names its manifests itself: a UsageError).
 
     Raises:
-        BranchError: the clone is not a published branch, or does not name `manifest`.
+        BranchError: the clone is not a published branch, does not name `manifest`, or `out` lacks a document.
+        UsageError: an AWS-layout clone and neither `manifest` nor `image`, or our layout and `image`.
+        RegistryError: `image` could not be resolved.
         EngineError: the engine does not answer.
     """
     clone = Path(clone).resolve()
+    out = Path(out)
+    if layout_of(clone) == awsbranch.LAYOUT:
+        return _verify_aws(clone, manifest, image, out)
+    if image:
+        raise UsageError(
+            f"image={image}: the branch names upstream's manifests itself (image= is for AWS's layout); "
+            "name one with manifest=sha256:... to require it"
+        )
     found = anchors(clone)
     if manifest and manifest not in found.manifests.values():
         named = ", ".join(f"{a} {d}" for a, d in found.manifests.items())
@@ -95,6 +140,14 @@ def verify_clone(clone: Path, manifest: str | None = None) -> tuple[RuntimeResul
         (out / found.runtime).symlink_to(clone, target_is_directory=True)
         results = [_verify_arch(out, runtime, arch, digest, found, native) for arch, digest in found.manifests.items()]
     return RuntimeResult(found.runtime, tuple(results)), found
+
+
+def _verify_aws(clone: Path, manifest: str | None, image: str | None, out: Path) -> tuple[RuntimeResult, Anchors]:
+    branch = awsbranch.aws_clone(clone)
+    states, source = awsbranch.upstream_states(branch, out, manifest, image)
+    result = awsbranch.verify(branch, out, states)
+    named = {arch: state.manifest_digest for arch, state in states.items()}
+    return result, Anchors(branch.runtime, image or manifest or "?", named, awsbranch.LAYOUT, source)
 
 
 def _verify_arch(out: Path, runtime: Runtime, arch: str, digest: str, found: Anchors, native: str) -> ArchResult:

@@ -53,7 +53,7 @@ DETAILS = 20  # at most this many difference lines per check
 BODY_CHARS = 400
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 CONFIG_KEYS = ("Entrypoint", "Cmd", "WorkingDir", "User", "Labels", "ExposedPorts", "Volumes", "StopSignal")
-_READ_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError)
+READ_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError)
 
 
 def verify_runtime(out: Path, runtime: Runtime, image: str | None = None) -> RuntimeResult:
@@ -171,7 +171,7 @@ def examine_tarballs(
     for stray in sorted(snapshot.arch_folder(arch).glob(layout.TARBALL_GLOB)):
         if stray.name not in wanted and not stray.name.startswith("."):
             problems.append(f"{arch}/{stray.name}: not one of upstream's layers")
-    readers = [_LayerReader(path) for path in paths]
+    readers = [LayerReader(path) for path in paths]
     content_ok = True
     for number, reader in enumerate(readers, 1):
         if not reader.path.is_file():
@@ -181,14 +181,14 @@ def examine_tarballs(
     if tree and content_ok:
         try:
             upstream_tree = merge_layers(readers)
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             tree_error = f"cannot merge upstream's layers: {exc}"  # unless a tarball is not upstream's, below
     for number, reader in enumerate(readers, 1):
         if not reader.path.is_file():
             continue
         read = reader.finish()
         where = f"{arch}/{reader.path.name} (upstream layer {number})"
-        if not read and _is_lfs_pointer(reader.path):
+        if not read and is_lfs_pointer(reader.path):
             problems.append(f"{where}: a Git LFS pointer, not the tarball: run `git lfs pull`")
             content_ok = False
         elif not read:
@@ -204,7 +204,7 @@ def examine_tarballs(
     return TarballFindings(tuple(problems), tuple(rendering), len(readers), size, upstream_tree, tree_error)
 
 
-def _is_lfs_pointer(path: Path) -> bool:
+def is_lfs_pointer(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(len(LFS_POINTER)) == LFS_POINTER
 
@@ -247,20 +247,21 @@ def compare_adds(label: str, adds: list[Add], expected: list[str]) -> list[str]:
     return problems
 
 
-class _LayerReader:
-    """A tarball read as its uncompressed layer tar through a digest.Reader that expects its name; opened at
-    the first read.
+class LayerReader:
+    """A tarball read as its uncompressed layer tar through a digest.Reader that expects its name (or, with
+    `by_name` False, only computes its digest: AWS's tarball names are not diff_ids); opened at the first read.
 
     A digest that is not the name ends the stream (the tree merge reading it sees a clean end) and is kept as
     `mismatch`, for `check_tarballs` to report beside the other problems.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, by_name: bool = True) -> None:
         self.path = path
         self.name = str(path)  # what tree.merge_layers names in its errors
         self.error: str | None = None
         self.mismatch: DigestMismatch | None = None
-        self._verifier = Verifier(Digest.from_hex(path.name.split(".", 1)[0]), what=path.name)
+        expected = Digest.from_hex(path.name.split(".", 1)[0]) if by_name else None
+        self._verifier = Verifier(expected, what=path.name)
         self._stream: Reader | None = None
         self._done = False
 
@@ -268,6 +269,11 @@ class _LayerReader:
     def size(self) -> int:
         """The uncompressed bytes read so far."""
         return self._verifier.received
+
+    @property
+    def digest(self) -> Digest:
+        """The sha256 of the uncompressed bytes read so far: the diff_id, once `finish` returned True."""
+        return self._verifier.digest
 
     def read(self, size: int = -1) -> bytes:
         if self.error is not None:
@@ -282,7 +288,7 @@ class _LayerReader:
             self.mismatch = exc
             self.close()
             return b""
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             self.error = str(exc) or type(exc).__name__
             self.close()
             raise
@@ -295,7 +301,7 @@ class _LayerReader:
         try:
             while self.read(CHUNK):
                 pass
-        except _READ_ERRORS:
+        except READ_ERRORS:
             return False
         finally:
             self.close()
@@ -355,12 +361,14 @@ def check_tree(upstream: dict[str, Entry], image: str) -> Check:
 # -- 4. config -----------------------------------------------------------------------------------
 
 
-def compare_config(upstream: dict, built: dict) -> tuple[list[str], list[str]]:
+def compare_config(upstream: dict, built: dict, dropped: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
     """How the built image's config differs from upstream's; returns (problems, notes).
 
     Args:
         upstream: upstream's image config (OCI: `architecture`, `os`, `config`).
         built: the built image as `docker inspect` shows it (`Architecture`, `Os`, `Config`).
+        dropped: keys of CONFIG_KEYS that the Dockerfile is known to leave out (AWS's drop the Labels): a
+            difference there is a note.
 
     Env compares as name -> value: a FROM-scratch build starts from the builder's default PATH, so the order
     of Env can differ from upstream's when upstream does not list PATH first. A different order is a note.
@@ -389,7 +397,9 @@ def compare_config(upstream: dict, built: dict) -> tuple[list[str], list[str]]:
         )
     for key in CONFIG_KEYS:
         theirs, ours = _plain(key, want.get(key)), _plain(key, have.get(key))
-        if theirs != ours:
+        if theirs != ours and key in dropped:
+            notes.append(f"{key}: upstream {theirs!r}, built {ours!r}: the Dockerfile sets none")
+        elif theirs != ours:
             problems.append(f"{key}: upstream {theirs!r} vs built {ours!r}")
     return problems, notes
 
