@@ -1,9 +1,13 @@
-"""The registry layer cache against real local registries: round trip, a tampered blob, a cache down, read-only."""
+"""The registry layer cache against real local registries: round trip, a tampered blob, a cache down, read-only;
+and between two out directories standing for two machines (CI jobs), through the real doit CLI."""
 
 import json
 import lzma
+import uuid
+from pathlib import Path
 
 import pytest
+from doit_cli import run_doit
 
 from lambdaimages import mediatypes, output
 from lambdaimages.digest import Digest
@@ -11,6 +15,7 @@ from lambdaimages.reference import Repository
 from lambdaimages.registry import layercache
 from lambdaimages.registry.client import RegistryClient
 from lambdaimages.registry.layercache import Entry, RegistryLayerCache
+from lambdaimages.testbed import samples
 from lambdaimages.testbed.localregistry import LocalRegistry, _free_port
 
 LAYER_TAR = b"a layer tar, standing for one\n" * 4000
@@ -93,8 +98,9 @@ def test_a_blob_tampered_in_the_registry_storage_is_refused(registry, tmp_path, 
     output.reset()
     assert not cache.fetch(entry, tmp_path / "fetched")
     said = capsys.readouterr().out
-    assert f"registry cache {cache.name}: {entry.tag}: " in said and "compressed here instead" in said
-    assert output.counts()["cache rejected"] == {"layers": 1}
+    assert f"{entry.tag}: the tarball from registry cache {cache.name} is wrong, " in said
+    assert "compressing it here" in said
+    assert output.counts()["wrong from registry cache"] == {"layers": 1}
     assert not cache.is_off(layercache.READ)  # one bad entry does not turn the cache off
 
 
@@ -143,3 +149,122 @@ def test_the_manifest_is_the_same_bytes_every_time(codec, tmp_path):
     blob = layercache.Descriptor(mediatypes.CACHED_TARBALLS[codec], DIFF_ID, 10)
     assert entry.manifest(blob) == Entry(DIFF_ID, codec, 6).manifest(blob)
     assert Digest.of(entry.manifest(blob)) != Digest.of(Entry(DIFF_ID, codec, 7).manifest(blob))
+
+
+# -- the cache between machines: doit runs in two out directories standing for two CI jobs ----------------
+
+
+def _records(out: Path) -> dict[str, dict]:
+    """diff_id hex -> the local cache record of each xz tarball (`source` when taken, `seconds` when compressed)."""
+    return {
+        path.name.split(".")[0]: json.loads(path.read_bytes())
+        for path in (out / ".cache" / "xz6").glob("*.tar.xz.json")
+    }
+
+
+def _compressed(out: Path) -> set[str]:
+    return {hex_ for hex_, record in _records(out).items() if "source" not in record}
+
+
+def _taken(out: Path, source: str = layercache.NAME) -> set[str]:
+    return {hex_ for hex_, record in _records(out).items() if record.get("source") == source}
+
+
+def _snapshot(out: Path, name: str) -> dict[str, bytes]:
+    folder = out / name
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _hexes(image) -> set[str]:
+    return {Digest(layer.diff_id).hex for layer in image.layers}
+
+
+@pytest.fixture(scope="module")
+def shards(registry, tmp_path_factory):
+    """Two runtimes sharing their base layers; job one snapshots the first, job two both, through one cache;
+    and a run without the cache, for reference."""
+    prefix = f"s{uuid.uuid4().hex[:6]}"
+    client = RegistryClient(registry.url)
+    names = {"a": f"{prefix}.a", "b": f"{prefix}.b"}
+    images = {key: samples.lambda_like_image(name, "x86_64") for key, name in names.items()}
+    for key, name in names.items():
+        samples.push_image(client, f"lambda/{name}", "1", {"x86_64": images[key]})
+    tmp = tmp_path_factory.mktemp("shards")
+    catalog = tmp / "runtimes.yaml"
+    catalog.write_text(
+        f"defaults:\n  registry: {registry.url}\n  architectures: [x86_64]\nruntimes:\n"
+        + "".join(f"  {name}:\n    image: lambda/{name}:1\n" for name in names.values())
+    )
+    cache = f"{registry.url}/cache/{prefix}"
+    world = {"registry": registry, "names": names, "images": images, "catalog": catalog, "cache": cache, "tmp": tmp}
+    world["one"] = run_doit(catalog, tmp / "one", f"cache={cache}", f"snapshot:{names['a']}")
+    world["two"] = run_doit(catalog, tmp / "two", f"cache={cache}", "snapshot")
+    run_doit(catalog, tmp / "alone", "snapshot")
+    return world
+
+
+def test_the_second_job_compresses_nothing_the_first_did(shards):
+    tmp, images = shards["tmp"], shards["images"]
+    first, second = _compressed(tmp / "one"), _compressed(tmp / "two")
+    assert first == _hexes(images["a"])
+    assert second == _hexes(images["b"]) - _hexes(images["a"])  # its own layers only
+    assert _taken(tmp / "two") == _hexes(images["a"])
+    assert not first & second
+    summary = shards["two"].stdout
+    assert f"compressed {len(second)} layers" in summary
+    assert f"from {layercache.NAME} {len(first)} layers" in summary
+    # What job two compressed is in the cache now: a third job would compress nothing.
+    client = RegistryClient(shards["registry"].url)
+    repository = shards["cache"].split("/", 3)[3]
+    for hex_ in first | second:
+        assert client.manifest_digest(repository, f"xz6-{hex_}") is not None
+
+
+def test_snapshots_from_the_cache_are_byte_identical(shards):
+    tmp = shards["tmp"]
+    for name in shards["names"].values():
+        assert _snapshot(tmp / "two", name) == _snapshot(tmp / "alone", name), name
+    name = shards["names"]["a"]
+    assert _snapshot(tmp / "one", name) == _snapshot(tmp / "alone", name)
+
+
+def test_a_cache_that_is_down_makes_the_run_slower_not_failed(shards):
+    tmp, name = shards["tmp"], shards["names"]["a"]
+    done = run_doit(shards["catalog"], tmp / "down", f"cache=http://127.0.0.1:{_free_port()}/cache", f"snapshot:{name}")
+    notes = [line for line in done.stdout.splitlines() if "registry cache" in line and "unreachable" in line]
+    assert len(notes) == 1, done.stdout
+    assert _compressed(tmp / "down") == _hexes(shards["images"]["a"])
+    assert _snapshot(tmp / "down", name) == _snapshot(tmp / "alone", name)
+
+
+def test_a_blob_tampered_in_the_cache_is_reported_and_rebuilt(shards):
+    tmp, registry, name = shards["tmp"], shards["registry"], shards["names"]["a"]
+    base = shards["images"]["a"].layers[0]
+    tarball = (tmp / "alone" / name / "x86_64" / f"{Digest(base.diff_id).hex}.tar.xz").read_bytes()
+    digest = Digest.of(tarball)
+    data = registry.storage / "docker/registry/v2/blobs/sha256" / digest.hex[:2] / digest.hex / "data"
+    spoiled = bytearray(data.read_bytes())
+    spoiled[len(spoiled) // 2] ^= 0xFF
+    data.write_bytes(bytes(spoiled))
+    try:
+        done = run_doit(shards["catalog"], tmp / "tampered", f"cache={shards['cache']}", f"snapshot:{name}")
+    finally:
+        data.write_bytes(tarball)
+    assert f"xz6-{Digest(base.diff_id).hex}: the tarball from {layercache.NAME}" in done.stdout
+    assert f"wrong from {layercache.NAME} 1 layer" in done.stdout
+    assert _compressed(tmp / "tampered") == {Digest(base.diff_id).hex}
+    assert _snapshot(tmp / "tampered", name) == _snapshot(tmp / "alone", name)
+
+
+def test_a_wrong_tarball_under_a_layers_tag_is_reported_and_rebuilt(shards):
+    tmp, name = shards["tmp"], shards["names"]["a"]
+    own, other = shards["images"]["a"].layers[1], shards["images"]["b"].layers[1]  # the two runtime layers
+    location = Repository.parse(shards["cache"])
+    cache = RegistryLayerCache(RegistryClient(location.registry), location.repository)
+    # A well-formed entry for a's runtime layer whose tarball is b's (a valid xz file, its digest right).
+    assert cache.store(Entry(own.diff_id, "xz", 6), tmp / "alone" / shards["names"]["b"] / "x86_64" /
+                       f"{Digest(other.diff_id).hex}.tar.xz")  # fmt: skip
+    done = run_doit(shards["catalog"], tmp / "wrong", f"cache={shards['cache']}", f"snapshot:{name}")
+    assert f"the tarball from {layercache.NAME} is wrong" in done.stdout
+    assert _compressed(tmp / "wrong") == {Digest(own.diff_id).hex}
+    assert _snapshot(tmp / "wrong", name) == _snapshot(tmp / "alone", name)

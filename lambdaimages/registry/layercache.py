@@ -17,8 +17,9 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lambdaimages import output
+from lambdaimages import mediatypes, output
 from lambdaimages.digest import Digest
 from lambdaimages.errors import DigestMismatch, RegistryError, RegistryUnreachable
 from lambdaimages.mediatypes import CACHED_LAYER, CACHED_TARBALLS, OCI_MANIFEST
@@ -26,6 +27,11 @@ from lambdaimages.reference import Repository
 from lambdaimages.registry.client import Manifest, RegistryClient
 from lambdaimages.registry.descriptor import EMPTY_BLOB, Descriptor, empty_descriptor, file_descriptor
 
+if TYPE_CHECKING:
+    from lambdaimages.catalog import Runtime
+    from lambdaimages.state import Layer
+
+NAME = "registry cache"  # how the run's summary and notes name this source of tarballs
 DIFF_ID = "dev.lambdaimages.layer.diff_id"
 CODEC = "dev.lambdaimages.layer.codec"
 LEVEL = "dev.lambdaimages.layer.level"
@@ -38,6 +44,11 @@ class Entry:
     diff_id: str
     codec: str
     level: int
+
+    @classmethod
+    def of(cls, runtime: Runtime, layer: Layer) -> Entry:
+        """The tarball export makes of `layer` for `runtime` (its compression and level)."""
+        return cls(layer.diff_id, runtime.compression, runtime.level)
 
     @property
     def tag(self) -> str:
@@ -113,8 +124,9 @@ class RegistryLayerCache:
                     f.write(chunk)
             return True
         except DigestMismatch as exc:
-            output.say(f"registry cache {self.name}: {entry.tag}: {exc.detail}: compressed here instead", show=True)
-            output.count("cache rejected", layers=1)
+            output.say(f"{entry.tag}: the tarball from {NAME} {self.name} is wrong, {exc.detail}; compressing it here",
+                       show=True)  # fmt: skip
+            output.count(f"wrong from {NAME}", layers=1)
             return False
         except RegistryError as exc:
             self._turn_off(READ, exc)
@@ -167,3 +179,27 @@ def for_run(location: Repository, client: RegistryClient) -> RegistryLayerCache:
         if location not in _caches:
             _caches[location] = RegistryLayerCache(client, location.repository)
         return _caches[location]
+
+
+class LayerCacheSource:
+    """The registry cache as one of the places export looks for a layer's tarball before compressing it, and
+    where it stores what it compressed (`snapshot.sources.LayerSource`, with `store`).
+
+    A gzip catalog's tarball of a gzip blob is upstream's blob as it is: nothing was compressed, so there is
+    nothing to share, and upstream serves it as fast; such layers are neither fetched nor stored.
+    """
+
+    name = NAME
+
+    def __init__(self, cache: RegistryLayerCache) -> None:
+        self.cache = cache
+
+    def fetch(self, runtime: Runtime, layer: Layer, dest: Path) -> bool:
+        return _compressed_here(runtime, layer) and self.cache.fetch(Entry.of(runtime, layer), dest)
+
+    def store(self, runtime: Runtime, layer: Layer, tarball: Path) -> bool:
+        return _compressed_here(runtime, layer) and self.cache.store(Entry.of(runtime, layer), tarball)
+
+
+def _compressed_here(runtime: Runtime, layer: Layer) -> bool:
+    return not (runtime.compression == "gzip" and mediatypes.layer_compression(layer.media_type) == "gzip")
