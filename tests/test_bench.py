@@ -92,6 +92,9 @@ def test_table_reports_ratios_and_misses():
                           "lfs_fetch_s": 1.5, "limit_s": 14.5, "met": True},
         "live_view": {"plain_cpu_s": 30.0, "live_cpu_s": 30.3, "extra_cpu_s": 0.3, "share_of_cold": 0.004,
                       "met": True},
+        "sharded": {"shards": [{"runtimes": ["a"], "seconds": 40.0, "compressed_mb": 300.0, "taken_mb": 0.0},
+                               {"runtimes": ["b"], "seconds": 12.5, "compressed_mb": 80.0, "taken_mb": 300.0}],
+                    "compressed_mb": 380.0, "distinct_mb": 380.0, "met": True},
         "identical": {"tarballs_vs_xz_T0": "42/42"},
         "machine": {"cpus": 2, "memory_gb": 24, "xz": "xz 5.4.1", "engine": "20.10", "loadavg_at_start": [0],
                     "loadavg_at_end": [0]},
@@ -117,3 +120,6 @@ def test_table_reports_ratios_and_misses():
     fresh = next(line for line in text.splitlines() if line.startswith("(h) fresh machine"))
     assert "14.0 s (1 compressed, 40 from branches)" in fresh and "git lfs fetch of the rest 1.5 s" in fresh
     assert "= 14.5 s" in fresh and fresh.endswith("yes")
+    sharded = next(line for line in text.splitlines() if line.startswith("(i) two shards"))
+    assert "compressed 380.0 MB in all (shard 1 40.0 s, shard 2 12.5 s)" in sharded
+    assert "distinct layers 380.0 MB" in sharded and sharded.endswith("yes")
