@@ -31,6 +31,7 @@ STRICT = get_var("strict", "0") not in ("0", "", "no", "false")
 
 try:
     CATALOG = catalog_module.load(CATALOG_FILE)
+    CACHE = actions.registry_cache(get_var("cache", None), CATALOG)  # the registry layer cache shared by machines
     LOCK = None if READ_ONLY else files.hold_output(OUT)
 except ProjectError as exc:
     sys.exit(f"error: {exc}")
@@ -76,7 +77,7 @@ def task_export():
     for rt in CATALOG.runtimes:
         yield {
             "name": rt.name,
-            "actions": [(actions.export_runtime, [OUT, rt, repo])],
+            "actions": [(actions.export_runtime, [OUT, rt, repo, CACHE])],
             "file_dep": actions.state_files(OUT, rt),
             "uptodate": [uptodate.SnapshotUnchanged(OUT, rt), config_changed(actions.export_settings(rt))],
             **SHOWN,

@@ -268,3 +268,20 @@ def test_a_wrong_tarball_under_a_layers_tag_is_reported_and_rebuilt(shards):
     assert f"the tarball from {layercache.NAME} is wrong" in done.stdout
     assert _compressed(tmp / "wrong") == {Digest(own.diff_id).hex}
     assert _snapshot(tmp / "wrong", name) == _snapshot(tmp / "alone", name)
+
+
+def test_the_command_line_names_the_cache_else_the_catalog(tmp_path):
+    from lambdaimages import catalog
+    from lambdaimages.errors import UsageError
+    from lambdaimages.tasks import actions
+
+    with_cache = catalog.parse(
+        "cache:\n  to: cache.example.com/c\nruntimes:\n  a:\n    image: x:1\n", tmp_path / "c.yaml"
+    )
+    assert actions.registry_cache(None, with_cache) == Repository("cache.example.com", "c")
+    assert actions.registry_cache("http://127.0.0.1:5000/mine", with_cache) == Repository(
+        "http://127.0.0.1:5000", "mine"
+    )
+    assert actions.registry_cache("", with_cache) is None  # `cache=` alone: none for this run
+    with pytest.raises(UsageError, match=r"^cache=127.0.0.1:5000: expected \[http://\]HOST\[:PORT\]/REPOSITORY"):
+        actions.registry_cache("127.0.0.1:5000", with_cache)

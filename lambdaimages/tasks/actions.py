@@ -27,6 +27,8 @@ from lambdaimages.image import plan as image_plan
 from lambdaimages.inventory import images as inventories
 from lambdaimages.inventory import report
 from lambdaimages.publish import branch_source, branches
+from lambdaimages.reference import Repository
+from lambdaimages.registry import layercache
 from lambdaimages.snapshot import documents, export, render, resolve, sources
 from lambdaimages.snapshot.view import SnapshotView
 
@@ -109,21 +111,41 @@ def export_settings(runtime: Runtime) -> dict:
     return {"architectures": list(runtime.architectures), "compression": runtime.compression, "level": runtime.level}
 
 
-def layer_sources(out: Path, runtime: Runtime, repo: str | None) -> sources.Sources:
+def registry_cache(text: str | None, catalog) -> Repository | None:
+    """The registry layer cache of the run: `cache=URL` on the command line (`cache=` alone: none), else the
+    catalog's `cache: {to: URL}`.
+
+    Raises:
+        UsageError: `text` does not name a registry repository.
+    """
+    if text is None:
+        return catalog.cache_to
+    if not text.strip():
+        return None
+    try:
+        return Repository.parse(text.strip())
+    except ValueError as exc:
+        raise UsageError(f"cache={text}: expected [http://]HOST[:PORT]/REPOSITORY: {exc}") from None
+
+
+def layer_sources(out: Path, runtime: Runtime, repo: str | None, cache: Repository | None = None) -> sources.Sources:
     """Where export looks for a layer the local cache lacks before it compresses it, in this order: the registry
-    cache, the published branches (`repo`)."""
+    cache (`cache`, which also gets what this machine compressed), the published branches (`repo`)."""
     found = []
+    if cache is not None:
+        found.append(layercache.LayerCacheSource(layercache.for_run(cache, resolve.client_for(cache.registry))))
     if repo:
         found.append(branch_source.PublishedBranches(out, repo))
     return sources.Sources(found)
 
 
 @one_line_errors
-def export_runtime(out: Path, runtime: Runtime, repo: str | None = None) -> None:
-    """Every layer into the cache (from the sources or compressed) and the snapshot; `repo`: the published branches."""
+def export_runtime(out: Path, runtime: Runtime, repo: str | None = None, cache: Repository | None = None) -> None:
+    """Every layer into the cache (from the sources or compressed) and the snapshot; `repo`: the published branches,
+    `cache`: the registry layer cache."""
     client = resolve.client_for(runtime.registry)
     states = SnapshotView(out, runtime).states()
-    found = layer_sources(out, runtime, repo)
+    found = layer_sources(out, runtime, repo, cache)
     loads = load.FromDownloads(out, runtime, states)
     try:
         # Every layer of every architecture into the cache first: a fault stops the export before the snapshot
