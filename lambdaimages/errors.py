@@ -75,7 +75,15 @@ class CatalogError(ProjectError):
 
 
 class RegistryError(ProjectError):
-    """A registry answered with an error, or not in a usable way."""
+    """A registry answered with an error, or not in a usable way; `status` is the HTTP status of the answer that
+    failed, when one did (None: no answer, or one that was not usable)."""
+
+    status: int | None = None
+
+    def answered(self, status: int) -> Self:
+        """The same error, with the HTTP status of the registry's answer."""
+        self.status = status
+        return self
 
 
 class RegistryUnreachable(RegistryError):

@@ -7,10 +7,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests
 from doit_cli import run_doit
 
-from lambdaimages import mediatypes, output
+from lambdaimages import mediatypes
 from lambdaimages.digest import Digest
+from lambdaimages.errors import DigestMismatch
 from lambdaimages.reference import Repository
 from lambdaimages.registry import layercache
 from lambdaimages.registry.client import RegistryClient
@@ -85,7 +87,7 @@ def test_a_tag_holding_something_else_is_a_miss(registry, tmp_path):
     assert not RegistryLayerCache(client, "cache/foreign").fetch(entry, tmp_path / "x")
 
 
-def test_a_blob_tampered_in_the_registry_storage_is_refused(registry, tmp_path, capsys):
+def test_a_blob_tampered_in_the_registry_storage_is_refused(registry, tmp_path):
     cache = RegistryLayerCache(RegistryClient(registry.url), "cache/tampered")
     entry = Entry(DIFF_ID, "xz", 6)
     tarball = _tarball(tmp_path)
@@ -95,13 +97,20 @@ def test_a_blob_tampered_in_the_registry_storage_is_refused(registry, tmp_path, 
     spoiled = bytearray(data.read_bytes())
     spoiled[len(spoiled) // 2] ^= 0xFF
     data.write_bytes(bytes(spoiled))
-    output.reset()
-    assert not cache.fetch(entry, tmp_path / "fetched")
-    said = capsys.readouterr().out
-    assert f"{entry.tag}: the tarball from registry cache {cache.name} is wrong, " in said
-    assert "compressing it here" in said
-    assert output.counts()["wrong from registry cache"] == {"layers": 1}
+    with pytest.raises(DigestMismatch, match=f"blob {digest} of .* hashes to "):
+        cache.fetch(entry, tmp_path / "fetched")
     assert not cache.is_off(layercache.READ)  # one bad entry does not turn the cache off
+
+
+def test_an_entry_whose_blob_is_gone_is_a_miss(registry, tmp_path):
+    cache = RegistryLayerCache(RegistryClient(registry.url), "cache/gone")
+    tarball = _tarball(tmp_path)
+    assert cache.store(Entry(DIFF_ID, "xz", 6), tarball)
+    digest = Digest.of(tarball.read_bytes())
+    assert requests.delete(f"{registry.url}/v2/cache/gone/blobs/{digest}", timeout=5).status_code == 202
+    assert not cache.fetch(Entry(DIFF_ID, "xz", 6), tmp_path / "x")
+    assert not cache.is_off(layercache.READ)
+    assert cache.store(Entry(Digest.of(b"other"), "xz", 6), _tarball(tmp_path, b"other", "o.tar.xz"))
 
 
 def test_a_cache_that_is_down_costs_one_note(tmp_path, capsys):
@@ -250,7 +259,9 @@ def test_a_blob_tampered_in_the_cache_is_reported_and_rebuilt(shards):
         done = run_doit(shards["catalog"], tmp / "tampered", f"cache={shards['cache']}", f"snapshot:{name}")
     finally:
         data.write_bytes(tarball)
-    assert f"xz6-{Digest(base.diff_id).hex}: the tarball from {layercache.NAME}" in done.stdout
+    assert (
+        f"layer 1/4 {Digest(base.diff_id).hex[:12]}: the tarball from {layercache.NAME} is wrong, blob" in done.stdout
+    )
     assert f"wrong from {layercache.NAME} 1 layer" in done.stdout
     assert _compressed(tmp / "tampered") == {Digest(base.diff_id).hex}
     assert _snapshot(tmp / "tampered", name) == _snapshot(tmp / "alone", name)

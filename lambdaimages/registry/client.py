@@ -258,7 +258,7 @@ class RegistryClient:
                 if resp.status_code >= 400 and resp.status_code not in accepted:
                     message = self._http_error(resp, what, attempt + 1)
                     resp.close()
-                    raise RegistryError(message)
+                    raise RegistryError(message).answered(resp.status_code)
                 return resp
             finally:
                 if resp is None or resp.status_code != 429:  # a 429 teaches nothing: the next answer will

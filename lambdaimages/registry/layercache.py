@@ -7,8 +7,9 @@ config, one layer: the tarball, byte for byte; annotations: diff_id, codec, leve
 manifest bytes, so storing it again changes nothing.
 
 The cache only ever makes a run faster. A cache that is down, refuses writes or errs is used no more for the
-rest of the run (reads, or only writes when only a write failed), with one note for the run; a tarball that
-fails its digest, or an entry that is not ours, is a miss (said, then compressed here).
+rest of the run (reads, or only writes when only a write failed), with one note for the run; an entry that is not
+ours, or whose blob is gone, is a miss; one whose bytes fail their digest raises DigestMismatch, which export
+reports as a wrong tarball (then compressed here), as it does for every source.
 """
 
 from __future__ import annotations
@@ -106,7 +107,11 @@ class RegistryLayerCache:
         """Write the cached tarball of `entry` to `dest` (created or truncated); False when there is none to use.
 
         The bytes are the blob's digest checked at end of stream; `dest` holds a partial or wrong file after a
-        False, for the caller to discard.
+        False or an error, for the caller to discard.
+
+        Raises:
+            DigestMismatch: the entry's bytes do not hash to their digest (damaged in the registry or on the way):
+                this entry is wrong, the cache is not turned off.
         """
         if self.is_off(READ):
             return False
@@ -123,12 +128,12 @@ class RegistryLayerCache:
                     output.check()
                     f.write(chunk)
             return True
-        except DigestMismatch as exc:
-            output.say(f"{entry.tag}: the tarball from {NAME} {self.name} is wrong, {exc.detail}; compressing it here",
-                       show=True)  # fmt: skip
-            output.count(f"wrong from {NAME}", layers=1)
-            return False
+        except DigestMismatch:
+            raise  # the caller reports a wrong tarball, as from any source
         except RegistryError as exc:
+            if exc.status == 404:  # the manifest names a blob the registry no longer has: this entry only
+                output.say(f"registry cache {self.name}: {entry.tag}: {exc.detail}: not used")
+                return False
             self._turn_off(READ, exc)
             return False
 
