@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 from doit_cli import run_doit
+from faultproxy import Fault, FaultProxy
 
 from lambdaimages import mediatypes
 from lambdaimages.digest import Digest
@@ -144,6 +145,37 @@ def test_a_read_only_cache_serves_what_it_has_and_takes_nothing(tmp_path, capsys
     assert len(notes) == 1
     assert "not written to (reads go on)" in notes[0] and "405" in notes[0]
     assert not cache.is_off(layercache.READ) and cache.is_off(layercache.WRITE)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_cache_refusing_writes_is_still_read_and_noted_once(registry, tmp_path, capsys, status):
+    entry = Entry(DIFF_ID, "xz", 6)
+    tarball = _tarball(tmp_path)
+    assert RegistryLayerCache(RegistryClient(registry.url), f"cache/denied{status}").store(entry, tarball)
+    with FaultProxy(registry.url) as proxy:
+        proxy.add("/blobs/uploads/", Fault("status", status=status, method="POST"))
+        cache = RegistryLayerCache(RegistryClient(proxy.url), f"cache/denied{status}")
+        for n in range(3):
+            assert not cache.store(Entry(Digest.of(b"%d" % n), "xz", 6), _tarball(tmp_path, b"%d" % n, f"{n}.tar.xz"))
+        assert cache.fetch(entry, tmp_path / "hit")
+        assert (tmp_path / "hit").read_bytes() == tarball.read_bytes()
+        assert len(proxy.requests("/blobs/uploads/", "POST")) == 1  # refused once, not asked again
+    notes = _notes(capsys)
+    assert len(notes) == 1
+    assert "not written to (reads go on)" in notes[0] and f"({status})" in notes[0]
+
+
+def test_a_cache_that_keeps_failing_is_given_up_for_the_run(registry, tmp_path, capsys):
+    with FaultProxy(registry.url) as proxy:
+        proxy.add("/manifests/", Fault("status", status=503))
+        cache = RegistryLayerCache(RegistryClient(proxy.url, retries=1, backoff=0.01), "cache/failing")
+        for n in range(3):
+            assert not cache.fetch(Entry(Digest.of(b"%d" % n), "xz", 6), tmp_path / "x")
+        assert not cache.store(Entry(DIFF_ID, "xz", 6), _tarball(tmp_path))
+        assert len(proxy.requests("/manifests/")) == 2  # the first fetch and its one retry; nothing after
+    notes = _notes(capsys)
+    assert len(notes) == 1
+    assert "not used for the rest of this run" in notes[0] and "503" in notes[0]
 
 
 def test_one_cache_per_location_and_run():
