@@ -144,3 +144,12 @@ def test_an_edited_config_line_fails_naming_the_file_and_line(aws, tmp_path):
     assert f"arm64 config: {label}:{at + 1}: ENV TZ is 'UTC', upstream's config has ':/etc/localtime'" in failed
     assert f"{label}:{len(lines)}: sets User 'nobody', upstream's config has none" in run.stdout
     assert "x86_64" not in failed, failed
+
+
+def test_an_lfs_pointer_left_for_a_tarball_says_to_pull(aws, tmp_path):
+    clone = tmp_path / "clone"
+    shutil.copytree(aws["same"], clone, symlinks=True)
+    tarball = clone / "arm64" / awsbranch.tarball_names("arm64", SAME_TREE["arm64"])[0]
+    tarball.write_text(f"version https://git-lfs.github.com/spec/v1\noid sha256:{'0' * 64}\nsize 1234\n")
+    failed = _failed(_verify_branch(aws["out"], clone, f"manifest={aws['index']}"))
+    assert f"arm64 tarballs: arm64/{tarball.name}: a Git LFS pointer, not the tarball: run `git lfs pull`" in failed
