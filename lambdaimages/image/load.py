@@ -18,6 +18,8 @@ from lambdaimages.catalog import Runtime
 from lambdaimages.digest import Digest
 from lambdaimages.errors import EngineError, OutputError
 from lambdaimages.image.archive import archive_end, docker_archive, file_member, member_header, padding
+from lambdaimages.snapshot import documents
+from lambdaimages.snapshot.cache import LayerCache
 from lambdaimages.snapshot.view import SnapshotView
 from lambdaimages.state import Layer, State
 
@@ -66,9 +68,11 @@ class StreamedLoad:
 
     The archive's members come in any order (the engine reads the whole archive before it loads it), so each
     downloaded layer is sent as its blob arrives (gzip, which the engine unpacks at a fraction of xz's cost),
-    and at `finish` the layers that were not downloaded (cached) follow from their tarballs, then the config
-    and manifest.json. The engine reads from a bounded queue: memory stays flat in the layer size. `abort`
-    cuts the stream, so the engine loads nothing.
+    then the layers that were not downloaded (cached) follow from their tarballs, then the config and
+    manifest.json: at `complete_early`, from the layer and documents caches as soon as every blob is downloaded
+    (the engine then loads while export still compresses), else at `finish`, from the snapshot. The engine
+    reads from a bounded queue: memory stays flat in the layer size. `abort` cuts a stream not complete yet,
+    so the engine loads nothing.
     """
 
     QUEUE = 4  # chunks of 1 MiB waiting for the engine: a few loads run at once, each costs at most this
@@ -76,6 +80,7 @@ class StreamedLoad:
     def __init__(self, out: Path, runtime: Runtime, state: State) -> None:
         self.out, self.runtime, self.state = out, runtime, state
         self.names: dict[int, str] = {}
+        self.completed = False
         self.queue: queue.Queue = queue.Queue(self.QUEUE)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name=f"load-{runtime.name}-{state.architecture}", daemon=True)
@@ -87,15 +92,55 @@ class StreamedLoad:
         self.names[number] = name
         return _Member(self, name, layer.size)
 
+    def complete_early(self) -> bool:
+        """Complete the archive now from the caches, when each layer not downloaded and the config are there
+        (every blob has been sent); False, and nothing sent, when one is not (`finish` completes it then).
+
+        Raises:
+            EngineError: the archive could not be completed (a file unreadable); the load is aborted.
+        """
+        config, tarballs = _cache_files(self.out, self.runtime, self.state)
+        rest = [path for number, path in enumerate(tarballs, 1) if number not in self.names]
+        if self.completed or config is None or not all(path.is_file() for path in rest):
+            return False
+        name = SnapshotView(self.out, self.runtime).config_file(self.state).name  # as `finish` would name it
+        try:
+            self._complete(config.read_bytes(), name, tarballs)
+        except OSError as exc:
+            about = {"runtime": self.runtime.name, "arch": self.state.architecture}
+            raise EngineError(f"cannot send the archive to docker load: {exc}", **about) from exc
+        return True
+
     def finish(self) -> str:
-        """Send the rest and wait for the engine; the loaded image's ID (upstream's config digest).
+        """Send the rest, unless `complete_early` did, and wait for the engine; the loaded image's ID (upstream's
+        config digest).
 
         Raises:
             OutputError: the snapshot lacks a file.
             EngineError: the engine refused the archive or gave the image another ID.
         """
+        if not self.completed:
+            try:
+                config, tarballs = archive_files(self.out, self.runtime, self.state)
+                data = config.read_bytes()
+            except BaseException:
+                self.abort()
+                raise
+            self._complete(data, config.name, tarballs)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        tag = layout.loaded_tag(self.runtime.name, self.state.architecture)
+        found = engine.image_id(tag)
+        if found != self.state.config_digest:
+            raise EngineError(f"loaded {tag} has ID {found}", runtime=self.runtime.name, arch=self.state.architecture)
+        return found
+
+    def _complete(self, config: bytes, config_name: str, tarballs: list[Path]) -> None:
+        """Send the layers not downloaded (from `tarballs`, in layer order), the config and manifest.json, and
+        end the stream: the engine loads from here on."""
+        self.completed = True
         try:
-            config, tarballs = archive_files(self.out, self.runtime, self.state)
             for number, path in enumerate(tarballs, 1):
                 if number not in self.names:
                     self.names[number] = f"{number}/{path.name}"
@@ -103,22 +148,15 @@ class StreamedLoad:
                         self._put(chunk)
             names = [self.names[n] for n in range(1, len(tarballs) + 1)]
             tag = layout.loaded_tag(self.runtime.name, self.state.architecture)
-            for chunk in archive_end(config.read_bytes(), config.name, names, [tag]):
+            for chunk in archive_end(config, config_name, names, [tag]):
                 self._put(chunk)
         except BaseException:
             self.abort()
             raise
         self._put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        found = engine.image_id(tag)
-        if found != self.state.config_digest:
-            raise EngineError(f"loaded {tag} has ID {found}", runtime=self.runtime.name, arch=self.state.architecture)
-        return found
 
     def abort(self) -> None:
-        """Cut the stream: the engine discards the partial archive and loads nothing."""
+        """Cut the stream: the engine discards the partial archive and loads nothing (a complete one it loads)."""
         if self.thread.is_alive():
             self._put(_ABORT)
             self.thread.join()
@@ -154,6 +192,18 @@ class StreamedLoad:
             self.error.__cause__ = exc  # raised by finish on another thread: the cause for the log
 
 
+def _cache_files(out: Path, runtime: Runtime, state: State) -> tuple[Path | None, list[Path]]:
+    """Where the documents and layer caches keep the config (None when not kept) and the tarballs of `state`."""
+    cache = LayerCache(out)
+    return documents.cached(out, state.config_digest), [cache.tarball(runtime, layer) for layer in state.layers]
+
+
+def _cached(out: Path, runtime: Runtime, state: State) -> bool:
+    """The caches hold the config and every tarball of `state`: its image can be loaded from them."""
+    config, tarballs = _cache_files(out, runtime, state)
+    return config is not None and all(path.is_file() for path in tarballs)
+
+
 class _Aborted(Exception):
     pass
 
@@ -180,7 +230,8 @@ class _Member:
 
 
 class FromDownloads:
-    """The loads export feeds with blobs as it downloads them: one per architecture not loaded yet.
+    """The loads that run during export: one per architecture not loaded yet, fed with the blobs as export
+    downloads them, and completed from the caches once every blob is downloaded (`downloaded`) or at `finish`.
 
     Best effort: an engine that is down or refuses leaves the image to `load:<rt>`, which says why.
     """
@@ -189,6 +240,8 @@ class FromDownloads:
         self.out, self.runtime, self.states = out, runtime, states
         self.started: dict[str, StreamedLoad] = {}
         self.skipped: set[str] = set()
+        self.failed: set[str] = set()
+        self.from_cache: set[str] = set()  # loads that downloaded nothing
 
     def sink(self, arch: str, number: int, layer: Layer) -> BinaryIO | None:
         """export.fetch's `blob_sink`: a writer for the blob of `layer`, or None when that architecture is loaded.
@@ -208,16 +261,46 @@ class FromDownloads:
                 return None
         return self.started[arch].layer(number, layer)
 
+    def downloaded(self) -> None:
+        """export.fetch's `downloaded`: every blob is sent, so each load whose other layers are cached completes
+        now, and so does the load of an architecture that downloaded nothing (its config alone changed): the
+        engine loads while the layers compress (on a second core, when one layer is one block).
+
+        An image so loaded is upstream's (the engine checks every layer against the config's diff_ids) even if
+        the export fails later. A load that cannot complete now waits for `finish` (one not started is left to
+        `load:<rt>`); one that fails is left to `load:<rt>`, as there.
+        """
+        for arch, state in self.states.items():
+            if arch in self.skipped or arch in self.started or not _cached(self.out, self.runtime, state):
+                continue
+            try:
+                if engine.image_id(layout.loaded_tag(self.runtime.name, arch)) == state.config_digest:
+                    self.skipped.add(arch)
+                    continue
+                self.started[arch] = StreamedLoad(self.out, self.runtime, state)
+                self.from_cache.add(arch)
+            except EngineError:
+                self.skipped.add(arch)
+        for arch, streamed in self.started.items():
+            try:
+                streamed.complete_early()
+            except EngineError as exc:
+                output.say(f"{self.runtime.name}: {exc} (load:{self.runtime.name} tries again)")
+                self.failed.add(arch)
+
     def finish(self) -> None:
         """Complete every load (after export succeeded); a load that fails is left to `load:<rt>`."""
         for arch, streamed in self.started.items():
+            if arch in self.failed:
+                continue
             try:
                 image = streamed.finish()
             except (EngineError, OutputError) as exc:
                 output.say(f"{self.runtime.name}: {exc} (load:{self.runtime.name} tries again)")
                 continue
             tag = layout.loaded_tag(self.runtime.name, arch)
-            output.say(f"{self.runtime.name}: loaded {tag} {image} (upstream's config digest), from the download")
+            source = "its cached tarballs" if arch in self.from_cache else "the download"
+            output.say(f"{self.runtime.name}: loaded {tag} {image} (upstream's config digest), from {source}")
             output.count("loaded", images=1)
 
     def abort(self) -> None:

@@ -54,6 +54,7 @@ def fetch(
     blob_sink: BlobSink | None = None,
     tar_sink: BlobSink | None = None,
     sources: Sources | None = None,
+    downloaded: Callable[[], None] | None = None,
 ) -> None:
     """Put every layer of every architecture into the cache only; the snapshot in `<out>/<rt>` is not touched.
 
@@ -66,6 +67,8 @@ def fetch(
     blob's last byte, and a download that fails leaves it unclosed. Layers already cached are not downloaded.
     `tar_sink` likewise receives the uncompressed layer tar (e.g. for the layer's inventory), closed after its
     diff_id matched. A layer taken from `sources` feeds `tar_sink` as its check decompresses it, and no blob sink.
+    `downloaded()` is called once every blob has been downloaded (and sent to its sinks), while the compressor
+    pool still works on them.
     """
     if sources:
         sources.want(runtime, missing_layers(runtime, states, out))
@@ -84,6 +87,8 @@ def fetch(
                     started.append(entry)
                 elif status == BUSY:
                     busy.append(entry)
+        if downloaded is not None:
+            downloaded()
         while started:
             started[0].finish()
             started.pop(0)

@@ -151,7 +151,16 @@ def export_runtime(out: Path, runtime: Runtime, repo: str | None = None, cache: 
         # Every layer of every architecture into the cache first: a fault stops the export before the snapshot
         # changes. The blobs being downloaded also feed `docker load` of their architecture (no second read).
         # And the uncompressed tars feed each layer's inventory facts.
-        export.fetch(runtime, states, out, client, blob_sink=loads.sink, tar_sink=_facts_writer(out), sources=found)
+        export.fetch(
+            runtime,
+            states,
+            out,
+            client,
+            blob_sink=loads.sink,
+            tar_sink=_facts_writer(out),
+            sources=found,
+            downloaded=loads.downloaded,
+        )
         for state in states.values():
             documents.fetch_missing(out, state, client)
         for arch, state in states.items():
