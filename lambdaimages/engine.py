@@ -8,18 +8,32 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import docker
-import docker.errors
 import requests
 
 from lambdaimages import output, platforms
 from lambdaimages.errors import EngineError, label
 
+if TYPE_CHECKING:
+    import docker
+
 _client: docker.DockerClient | None = None
 _STEP = re.compile(r"Step (\d+)/(\d+) :")
-# What the SDK raises when the engine refuses a call or the connection to it fails.
-_FAULTS = (docker.errors.APIError, requests.RequestException)
+
+
+def _sdk():
+    """docker-py, imported on first use: a doit run that never asks the engine (an inventory, a resolve) does
+    not pay its ~30 ms at every start."""
+    import docker
+    import docker.errors
+
+    return docker
+
+
+def _fault_types() -> tuple[type[Exception], ...]:
+    """What the SDK raises when the engine refuses a call or the connection to it fails."""
+    return (_sdk().errors.APIError, requests.RequestException)
 
 
 @contextmanager
@@ -35,7 +49,9 @@ def _faults(doing: str = "", *, first_line: bool = False, **about: str) -> Itera
     """
     try:
         yield
-    except _FAULTS as exc:
+    except Exception as exc:
+        if not isinstance(exc, _fault_types()):
+            raise
         words = _first_line(exc) if first_line else str(exc)
         raise EngineError(f"{doing}: {words}" if doing else words, **about) from exc
 
@@ -49,9 +65,9 @@ def client() -> docker.DockerClient:
     global _client
     if _client is None:
         try:
-            candidate = docker.from_env(timeout=600)
+            candidate = _sdk().from_env(timeout=600)
             candidate.ping()
-        except (docker.errors.DockerException, requests.RequestException) as exc:
+        except (_sdk().errors.DockerException, requests.RequestException) as exc:
             reason = str(exc).splitlines()[0][:200]
             raise EngineError(
                 f"Docker engine at {engine_name()} does not answer ({reason}); is dockerd running?"
@@ -71,7 +87,7 @@ def inspect_image(ref: str) -> dict | None:
     with _faults(f"cannot inspect {ref} on {engine_name()}"):
         try:
             return client().images.get(ref).attrs
-        except docker.errors.ImageNotFound:  # an APIError too: caught before _faults sees it
+        except _sdk().errors.ImageNotFound:  # an APIError too: caught before _faults sees it
             return None
 
 

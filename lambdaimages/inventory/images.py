@@ -73,9 +73,18 @@ def read_missing(out: Path, runtime: Runtime, states: list[State]) -> None:
             if not facts_path(out, layer.diff_id).is_file():
                 todo[layer.diff_id] = snapshot.tarball(state.architecture, layer)
     if len(todo) > 1:
+        # Biggest first, so the threads end together instead of one reading the biggest layer alone at the end.
+        biggest_first = sorted(todo.items(), key=lambda item: _size(item[1]), reverse=True)
         with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
-            for _ in pool.map(lambda item: layer_facts(out, *item), todo.items()):
+            for _ in pool.map(lambda item: layer_facts(out, *item), biggest_first):
                 pass
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # layer_facts says why it cannot read it
 
 
 def inventory(out: Path, runtime: Runtime, state: State) -> Inventory:
