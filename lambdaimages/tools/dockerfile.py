@@ -17,12 +17,12 @@ class Add:
 
 
 def add_instructions(text: str) -> list[Add]:
-    """The ADD instructions of a Dockerfile, in order."""
+    """The ADD instructions of a Dockerfile, in order (read by `instructions`, as every other one)."""
     found = []
-    for number, line in enumerate(text.splitlines(), 1):
-        words = line.split()
-        if words and words[0].upper() == "ADD":
-            found.append(Add(number, words[1], words[2]) if len(words) == 3 else Add(number, "", line.strip()))
+    for step in instructions(text):
+        if step.keyword == "ADD":
+            words = step.args.split()
+            found.append(Add(step.line, *words) if len(words) == 2 else Add(step.line, "", f"ADD {step.args}"))
     return found
 
 
