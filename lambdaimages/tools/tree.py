@@ -71,10 +71,11 @@ class _Hardlink:
 
     path: str
     member: str
-    linkname: str
+    linkname: str  # normalized, as the tree names paths
     uid: int
     gid: int
     mode: int
+    stored: str = ""  # the linkname as the tar has it, for messages
 
 
 @dataclass
@@ -146,7 +147,7 @@ def combine(layers: Iterable[LayerContents]) -> dict[str, Entry]:
                 continue
             target = entries.get(step.linkname) or tree.get(step.linkname)
             if target is None or target.type == "dir":
-                raise ValueError(f"{layer.name}: hardlink {step.member} to {step.linkname}, which is not in the tree")
+                raise ValueError(f"{layer.name}: hardlink {step.member} to {step.stored}, which is not in the tree")
             # Docker resolves a hardlink against the merged tree, then chowns and chmods the shared inode.
             target.uid, target.gid = step.uid, step.gid
             if target.type != "symlink":
@@ -172,7 +173,8 @@ class _LayerReading:
             self.layer.whiteouts.add(path)
         elif role == "entry" and member.kind == "hardlink":
             link = normalize_path(member.linkname)
-            self.layer.steps.append(_Hardlink(path, member.name, link, member.uid, member.gid, member.mode & 0o7777))
+            hardlink = _Hardlink(path, member.name, link, member.uid, member.gid, member.mode & 0o7777, member.linkname)
+            self.layer.steps.append(hardlink)
         elif role == "entry":
             node = self._node_of(member)
             self.layer.steps.append(node)
