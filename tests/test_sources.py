@@ -108,6 +108,9 @@ def test_gzip_is_upstreams_blob_as_is(tmp_path):
     assert check_tarball(path, _runtime(compression="gzip", level=6), plain) == len(sample.tar)
     with pytest.raises(DigestMismatch, match="level 9"):
         check_tarball(path, _runtime(compression="gzip", level=9), plain)
+    path.write_bytes(b"\x1f\x8b")  # cut off inside the header
+    with pytest.raises(DigestMismatch, match="not a gzip stream"):
+        check_tarball(path, _runtime(compression="gzip", level=6), plain)
 
 
 # -- Sources -----------------------------------------------------------------------------------------

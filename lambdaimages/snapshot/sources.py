@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import lzma
 import os
 import threading
@@ -91,13 +90,13 @@ def _format_problem(f: BinaryIO, runtime: Runtime, layer: Layer) -> str | None:
         problem = xzblocks.layout_problem(f, runtime.level)
         return f"not xz level {runtime.level} as export writes it: {problem}" if problem else None
     if mediatypes.layer_compression(layer.media_type) == "gzip":
-        hasher = hashlib.sha256()
+        verifier = Verifier()
         while chunk := f.read(CHUNK):
-            hasher.update(chunk)
-        actual = f"sha256:{hasher.hexdigest()}"
+            verifier.update(chunk)
+        actual = verifier.finish()
         return None if actual == layer.digest else f"hashes to {actual}, not upstream's gzip blob {layer.digest}"
     head = f.read(10)
-    if head[:3] != b"\x1f\x8b\x08" or head[8] != _gzip_xfl(runtime.level):
+    if len(head) < 10 or head[:3] != b"\x1f\x8b\x08" or head[8] != _gzip_xfl(runtime.level):
         return f"not a gzip stream of level {runtime.level}"
     return None
 
@@ -130,10 +129,6 @@ class Sources:
 
     def __bool__(self) -> bool:
         return bool(self.sources)
-
-    @property
-    def names(self) -> list[str]:
-        return [source.name for source in self.sources]
 
     def want(self, runtime: Runtime, layers: Sequence[Layer]) -> None:
         """Tell every source with a `want` the layers it may be asked for (those the local cache lacks)."""
