@@ -90,8 +90,10 @@ def test_a_tag_holding_something_else_is_a_miss(registry, tmp_path):
 
 def test_a_blob_tampered_in_the_registry_storage_is_refused(registry, tmp_path):
     cache = RegistryLayerCache(RegistryClient(registry.url), "cache/tampered")
-    entry = Entry(DIFF_ID, "xz", 6)
-    tarball = _tarball(tmp_path)
+    # Bytes of its own: the registry keeps one blob per digest for every repository, and this test spoils it.
+    layer = LAYER_TAR + b"tampered in storage"
+    entry = Entry(Digest.of(layer), "xz", 6)
+    tarball = _tarball(tmp_path, layer)
     assert cache.store(entry, tarball)
     digest = Digest.of(tarball.read_bytes())
     data = registry.storage / "docker/registry/v2/blobs/sha256" / digest.hex[:2] / digest.hex / "data"
