@@ -7,16 +7,13 @@ import hashlib
 import json
 import lzma
 import platform
-import subprocess
-import sys
 import tarfile
 import uuid
-from pathlib import Path
 
 import pytest
 import zstandard
 from doit_cli import run_doit
-from states import make_state
+from states import export_peak_mb, make_state
 
 from lambdaimages import mediatypes
 from lambdaimages.catalog import Runtime
@@ -92,27 +89,8 @@ def test_sparse_zstd_layer_inflates_in_bounded_pieces(registry, tmp_path):
     del tar
     RegistryClient(registry.url).push_blob("zstd/sparse", blob)
     state = _zstd_state(blob, diff_id)
-    # A fresh process, so its peak RSS (VmHWM) is the export's.
-    script = (
-        "import json, sys\n"
-        "from pathlib import Path\n"
-        "from lambdaimages.snapshot import export\n"
-        "from lambdaimages.catalog import Runtime\n"
-        "from lambdaimages.state import State\n"
-        "from lambdaimages.registry.client import RegistryClient\n"
-        "rt = Runtime('t', sys.argv[1], 'zstd/sparse', 'latest', ('x86_64',), compression='gzip')\n"
-        "state = State.from_json(json.loads(sys.argv[2]))\n"
-        "export.fetch(rt, {'x86_64': state}, Path(sys.argv[3]), RegistryClient(sys.argv[1]))\n"
-        "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')][0])\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script, registry.url, json.dumps(state.to_json()), str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).parent.parent,
-        check=True,
-    )
-    peak_mb = int(done.stdout.split()[-1]) / 1024
+    # A fresh process, so its peak RSS is the export's.
+    peak_mb = export_peak_mb(registry.url, "zstd/sparse", state, tmp_path / "out")
     assert peak_mb < 100, f"exporting a 256 MiB sparse zstd layer peaked at {peak_mb:.0f} MB"
     gz = tmp_path / "out" / ".cache" / "gzip" / f"{state.layers[0].hex}.tar.gz"
     assert gz.read_bytes().startswith(b"\x1f\x8b")  # re-encoded (the diff_id matched), not the zstd blob stored
