@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from doit_cli import run_doit
+from doit_cli import run_doit, smoke_catalog
 
 from lambdaimages import layout
 from lambdaimages.catalog import Runtime
@@ -33,20 +33,7 @@ EVENT = {"hello": "world"}
 
 
 def _catalog(registry_url: str, names: dict[str, str], extra: str = "") -> str:
-    lines = [f"defaults:\n  registry: {registry_url}\n  architectures: [x86_64, arm64]", extra, "runtimes:"]
-    for name, compression in names.items():
-        expect = {"echo": EVENT, "runtime": name, "version": "1"}
-        lines += [
-            f"  {name}:",
-            f"    image: lambda/{name}:1",
-            f"    compression: {compression}",
-            "    smoke:",
-            "      handler: function.handler",
-            f"      event: {json.dumps(EVENT)}",
-            f"      expect: {json.dumps(expect)}",
-            "      timeout: 60",
-        ]
-    return "\n".join(line for line in lines if line) + "\n"
+    return smoke_catalog(registry_url, names, EVENT, ARCHES, extra)
 
 
 # -- pure logic ----------------------------------------------------------------------------------

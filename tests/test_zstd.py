@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 import zstandard
-from doit_cli import run_doit
+from doit_cli import run_doit, smoke_catalog
 from states import export_peak_mb, make_state
 
 from lambdaimages import mediatypes
@@ -112,23 +112,12 @@ def test_zstd_layer_is_snapshotted_re_encoded_built_and_verified(registry, docke
     # One runtime per catalog codec; the OCI type in an OCI manifest, Docker's zstd name in a Docker manifest.
     cases = {f"{prefix}.xz": ("xz", OCI_MANIFEST), f"{prefix}.gz": ("gzip", DOCKER_MANIFEST)}
     images, manifests = {}, {}
-    lines = [f"defaults:\n  registry: {registry.url}\n  architectures: [x86_64]", "runtimes:"]
-    for name, (compression, manifest_type) in cases.items():
+    for name, (_, manifest_type) in cases.items():
         images[name] = samples.lambda_like_image(name, "x86_64")
         manifests[name] = _push_with_zstd_layer(client, f"lambda/{name}", images[name], manifest_type)
-        expect = {"echo": EVENT, "runtime": name, "version": "1"}
-        lines += [
-            f"  {name}:",
-            f"    image: lambda/{name}:1",
-            f"    compression: {compression}",
-            "    smoke:",
-            "      handler: function.handler",
-            f"      event: {json.dumps(EVENT)}",
-            f"      expect: {json.dumps(expect)}",
-            "      timeout: 60",
-        ]
     catalog = tmp_path / "runtimes.yaml"
-    catalog.write_text("\n".join(lines) + "\n")
+    names = {name: compression for name, (compression, _) in cases.items()}
+    catalog.write_text(smoke_catalog(registry.url, names, EVENT, ("x86_64",)))
     out = tmp_path / "out"
     try:
         targets = [f"{task}:{name}" for task in ("build", "verify") for name in cases]
