@@ -72,7 +72,7 @@ def task_resolve():
 
 
 def task_export():
-    """Export each layer as <out>/<rt>/<arch>/<diff_id>.tar.xz (shared ones once), with upstream's manifest, config."""
+    """Export each layer as <out>/<rt>/<arch>/<diff_id>.tar.xz, compressed once or taken from `cache=URL` or `repo=`."""
     repo = branches.target_repo(get_var("repo", None), CATALOG)  # published tarballs are taken, not compressed
     for rt in CATALOG.runtimes:
         yield {
