@@ -4,6 +4,7 @@ import io
 import lzma
 import random
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,25 @@ def test_layout_check_refuses_single_threaded_xz_and_damaged_headers(tmp_path):
     written[14] ^= 0x01  # inside the first block header: its CRC32 no longer matches
     assert xzblocks.layout_problem(io.BytesIO(bytes(written)), 6) == "block at byte 12: damaged block header"
     assert xzblocks.layout_problem(io.BytesIO(b"not xz at all, long enough"), 6) is not None
+
+
+def test_the_pool_takes_blocks_of_an_earlier_section_first(monkeypatch):
+    # One compressor thread, held busy: the blocks queued meanwhile run by section, then by arrival.
+    monkeypatch.setenv("LAMBDAIMAGES_XZ_THREADS", "1")
+    pool = xzblocks._executor()
+    gate, ran = threading.Event(), []
+    busy = pool.submit(-1, gate.wait)
+    with xzblocks.ordered():
+        first = xzblocks._current_order()
+        with xzblocks.ordered():  # a later section (a task started after the first one)
+            later = xzblocks._current_order()
+            pending = [pool.submit(later, ran.append, "later 1")]
+        pending.append(pool.submit(first, ran.append, "first 1"))
+        pending.append(pool.submit(later, ran.append, "later 2"))
+        pending.append(pool.submit(first, ran.append, "first 2"))
+    cancelled = pool.submit(first, ran.append, "cancelled")
+    assert cancelled.cancel()
+    gate.set()
+    for future in [busy, *pending]:
+        future.result(timeout=10)
+    assert ran == ["first 1", "first 2", "later 1", "later 2"]

@@ -37,7 +37,7 @@ from lambdaimages.state import Layer, State
 from lambdaimages.tools import xzblocks
 from lambdaimages.tools.files import AtomicWrite, atomic_file, link_or_copy, locked
 
-UNPACK_LIMIT = 4 << 20
+UNPACK_LIMIT = 1 << 20
 
 
 def layer_context(runtime: Runtime, arch: str, state: State, number: int) -> dict[str, str]:
@@ -70,6 +70,20 @@ def fetch(
     `downloaded()` is called once every blob has been downloaded (and sent to its sinks), while the compressor
     pool still works on them.
     """
+    with xzblocks.ordered():  # this task's blocks before those of tasks that started after it
+        _fetch(runtime, states, out, client, (blob_sink, tar_sink), sources, downloaded)
+
+
+def _fetch(
+    runtime: Runtime,
+    states: dict[str, State],
+    out: Path,
+    client: RegistryClient,
+    sinks: tuple[BlobSink | None, BlobSink | None],
+    sources: Sources | None,
+    downloaded: Callable[[], None] | None,
+) -> None:
+    blob_sink, tar_sink = sinks
     if sources:
         sources.want(runtime, missing_layers(runtime, states, out))
     started: list[_CacheEntry] = []

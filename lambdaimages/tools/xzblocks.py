@@ -8,6 +8,9 @@ therefore the same for every N. This module writes that same format, but keeps m
 - one pool of worker threads per process (`threads()` of them, shared by every writer, so two doit
   tasks exporting at once still run at most that many compressors) compresses blocks with Python's
   liblzma binding, which releases the GIL; each compressor costs about 100 MB, nothing else grows;
+- the pool takes blocks in order of `ordered()` sections (an export task's, then the next task's), first
+  come first within one: the first task's files complete while the next task's blocks keep every core
+  busy, instead of all tasks finishing together and the pool idling while their builds run;
 - `close()` assembles stream header, blocks in order, index and footer into the destination.
 
 A block comes out of liblzma as a one-block .xz stream (which also gives its CRC64); its header is
@@ -19,6 +22,8 @@ xz's multi-threaded encoder would do so (its output outgrew the buffer reserved 
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import lzma
 import os
 import shutil
@@ -26,7 +31,8 @@ import struct
 import tempfile
 import threading
 import zlib
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -44,9 +50,11 @@ HEADERS_BOUND = 92  # liblzma's bound on block header + padding + check (block_b
 READ_SIZE = MiB
 SPOOL_FOLDER = ".spool"
 
-_pools: dict[int, ThreadPoolExecutor] = {}
+_pools: dict[int, _Pool] = {}
 _pool_lock = threading.Lock()
 _cleaned: set[Path] = set()
+_orders = itertools.count()
+_local = threading.local()
 
 
 def threads() -> int:
@@ -59,12 +67,64 @@ def block_size(level: int) -> int:
     return max(3 * DICT_SIZES[level], MiB)
 
 
-def _executor() -> ThreadPoolExecutor:
+@contextlib.contextmanager
+def ordered() -> Iterator[None]:
+    """Blocks written by this thread inside the section go to the pool after those of earlier sections."""
+    before = getattr(_local, "order", None)
+    _local.order = next(_orders)
+    try:
+        yield
+    finally:
+        _local.order = before
+
+
+def _current_order() -> int:
+    order = getattr(_local, "order", None)
+    return next(_orders) if order is None else order
+
+
+class _Pool:
+    """Compressor threads taking work by (order, arrival): a priority queue, where ThreadPoolExecutor is FIFO."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.queue: list[tuple[int, int, Future, Callable, tuple]] = []
+        self.arrivals = itertools.count()
+        self.ready = threading.Condition()
+        self.workers = 0
+
+    def submit(self, order: int, fn: Callable, *args) -> Future:
+        future: Future = Future()
+        with self.ready:
+            heapq.heappush(self.queue, (order, next(self.arrivals), future, fn, args))
+            if self.workers < self.count:
+                self.workers += 1
+                threading.Thread(target=self._work, name=f"xz-{self.workers}", daemon=True).start()
+            self.ready.notify()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            with self.ready:
+                while not self.queue:
+                    self.ready.wait()
+                _, _, future, fn, args = heapq.heappop(self.queue)
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled by an abort
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # handed to whoever waits for the block
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+
+def _executor() -> _Pool:
     """The process's pool of compressor threads (one per thread count, in practice one)."""
     count = threads()
     with _pool_lock:
         if count not in _pools:
-            _pools[count] = ThreadPoolExecutor(max_workers=count, thread_name_prefix="xz")
+            _pools[count] = _Pool(count)
         return _pools[count]
 
 
@@ -232,6 +292,7 @@ class XzWriter:
         self.filled = 0
         self.written = 0
         self.closed = False
+        self.order = _current_order()
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
@@ -248,7 +309,7 @@ class XzWriter:
 
     def _submit(self) -> None:
         self.current.close()
-        future = _executor().submit(_compress_block, self.current_path, self.filled, self.level, self.block)
+        future = _executor().submit(self.order, _compress_block, self.current_path, self.filled, self.level, self.block)
         self.blocks.append((self.current_path, future))
         self.current = self.current_path = None
 
