@@ -75,7 +75,7 @@ class StreamedLoad:
     so the engine loads nothing.
     """
 
-    QUEUE = 4  # chunks of 1 MiB waiting for the engine: a few loads run at once, each costs at most this
+    QUEUE = 2  # chunks of 1 MiB waiting for the engine: a few loads run at once, each costs at most this
 
     def __init__(self, out: Path, runtime: Runtime, state: State) -> None:
         self.out, self.runtime, self.state = out, runtime, state

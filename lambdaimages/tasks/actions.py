@@ -31,6 +31,7 @@ from lambdaimages.reference import Repository
 from lambdaimages.registry import layercache
 from lambdaimages.snapshot import documents, export, render, resolve, sources
 from lambdaimages.snapshot.view import SnapshotView
+from lambdaimages.tools import memory
 
 
 class ProjectFailure(TaskFailed):
@@ -143,6 +144,7 @@ def layer_sources(out: Path, runtime: Runtime, repo: str | None, cache: Reposito
 def export_runtime(out: Path, runtime: Runtime, repo: str | None = None, cache: Repository | None = None) -> None:
     """Every layer into the cache (from the sources or compressed) and the snapshot; `repo`: the published branches,
     `cache`: the registry layer cache."""
+    memory.return_freed_buffers()  # the chunks passed between export's threads do not pile up in the heap
     client = resolve.client_for(runtime.registry)
     states = SnapshotView(out, runtime).states()
     found = layer_sources(out, runtime, repo, cache)
