@@ -76,6 +76,7 @@ def test_an_aws_branch_is_proven_through_the_registry_whatever_its_tarballs_are_
     assert f"note: Dockerfile.{aws['name']}: the ADD lines add layers 1, 3, 2, 4, 5" in run.stdout  # the top one
     assert f"note: arm64/Dockerfile.{aws['name']}: the ADD lines are in upstream's layer order" in run.stdout
     assert "no LABEL line: the image it builds lacks upstream's labels com.amazonaws.lambda.platform" in run.stdout
+    assert "Labels: upstream" not in run.stdout  # said once, by the config lines' check, not again by the build's
     x86, arm = (f"verify {aws['name']} {arch}: " for arch in ARCHES)
     assert x86 + "tarballs pass, identity pass, tree pass, config pass, invoke skipped" in run.stdout
     assert arm + "tarballs pass, identity pass, tree skipped, config pass, invoke skipped" in run.stdout

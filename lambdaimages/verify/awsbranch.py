@@ -404,6 +404,7 @@ def _verify_arch(clone: Clone, out: Path, state: State, native: str) -> ArchResu
         return ArchResult(clone.runtime, arch, (tarballs, identity, failed, *rest), tuple(notes))
     try:
         tree = checks.check_tree(found.tree, image)
+        # A Dockerfile without LABEL lines is already a note of the config lines' check: not said twice.
         have_labels = settings(dockerfile.read_text(encoding="utf-8")).labels
         built, built_notes = checks.compare_config(
             state.config, engine.inspect_image(image) or {}, dropped=() if have_labels else ("Labels",)

@@ -367,8 +367,8 @@ def compare_config(upstream: dict, built: dict, dropped: tuple[str, ...] = ()) -
     Args:
         upstream: upstream's image config (OCI: `architecture`, `os`, `config`).
         built: the built image as `docker inspect` shows it (`Architecture`, `Os`, `Config`).
-        dropped: keys of CONFIG_KEYS that the Dockerfile is known to leave out (AWS's drop the Labels): a
-            difference there is a note.
+        dropped: keys of CONFIG_KEYS that the Dockerfile is known to leave out (AWS's drop the Labels), which
+            the caller has already said: they are not compared.
 
     Env compares as name -> value: a FROM-scratch build starts from the builder's default PATH, so the order
     of Env can differ from upstream's when upstream does not list PATH first. A different order is a note.
@@ -397,9 +397,9 @@ def compare_config(upstream: dict, built: dict, dropped: tuple[str, ...] = ()) -
         )
     for key in CONFIG_KEYS:
         theirs, ours = _plain(key, want.get(key)), _plain(key, have.get(key))
-        if theirs != ours and key in dropped:
-            notes.append(f"{key}: upstream {theirs!r}, built {ours!r}: the Dockerfile sets none")
-        elif theirs != ours:
+        if key in dropped:
+            continue
+        if theirs != ours:
             problems.append(f"{key}: upstream {theirs!r} vs built {ours!r}")
     return problems, notes
 
