@@ -7,12 +7,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
-from cyclonedx.contrib.license.factories import LicenseFactory
-from cyclonedx.model import Property
-from cyclonedx.model.bom import Bom, BomMetaData
-from cyclonedx.model.component import Component, ComponentType
-from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
 from lambdaimages import platforms
@@ -21,6 +18,10 @@ from lambdaimages.inventory.facts import Package
 from lambdaimages.inventory.merge import DirCount, Inventory
 from lambdaimages.inventory.versions import RUNTIMES
 from lambdaimages.tools.files import write_if_changed
+
+if TYPE_CHECKING:
+    from cyclonedx.model import Property
+    from cyclonedx.model.component import Component
 
 NS = "lambdaimages"  # the namespace of our CycloneDX property names
 # CPE vendor:product of each language runtime, so that scanners matching CPEs find the runtime's CVEs.
@@ -32,6 +33,26 @@ RUNTIME_CPES = {
     "dotnet": "microsoft:.net",
 }
 _OS_FIELDS = ("ID", "VERSION_ID", "NAME", "PRETTY_NAME")
+
+
+def _cdx() -> SimpleNamespace:
+    """cyclonedx-python-lib, imported on first use: a doit run that writes no SBOM (a no-op, a resolve, reading
+    SBOMs back for a changelog or check_base) does not pay its ~150 ms at every start."""
+    from cyclonedx.contrib.license.factories import LicenseFactory
+    from cyclonedx.model import Property
+    from cyclonedx.model.bom import Bom, BomMetaData
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.output.json import JsonV1Dot6
+
+    return SimpleNamespace(
+        LicenseFactory=LicenseFactory,
+        Property=Property,
+        Bom=Bom,
+        BomMetaData=BomMetaData,
+        Component=Component,
+        ComponentType=ComponentType,
+        JsonV1Dot6=JsonV1Dot6,
+    )
 
 
 @dataclass(frozen=True)
@@ -53,30 +74,31 @@ def to_cyclonedx(inventory: Inventory, image: ImageInfo, timestamp: datetime | N
         image: the image, its metadata component.
         timestamp: when the SBOM was made (default: now); pass the snapshot's time for reproducible output.
     """
-    root = Component(
-        type=ComponentType.CONTAINER,
+    cdx = _cdx()
+    root = cdx.Component(
+        type=cdx.ComponentType.CONTAINER,
         name=image.reference,
         version=image.manifest_digest,
         bom_ref=f"image:{image.config_digest}:{image.architecture}",
         purl=_image_purl(image),
         properties=[
-            Property(name=f"{NS}:manifest-digest", value=image.manifest_digest),
-            Property(name=f"{NS}:config-digest", value=image.config_digest),
-            Property(name=f"{NS}:architecture", value=image.architecture),
-            *([Property(name=f"{NS}:runtime", value=image.runtime)] if image.runtime else []),
+            cdx.Property(name=f"{NS}:manifest-digest", value=image.manifest_digest),
+            cdx.Property(name=f"{NS}:config-digest", value=image.config_digest),
+            cdx.Property(name=f"{NS}:architecture", value=image.architecture),
+            *([cdx.Property(name=f"{NS}:runtime", value=image.runtime)] if image.runtime else []),
         ],
     )
-    metadata = BomMetaData(component=root, properties=_inventory_properties(inventory))
+    metadata = cdx.BomMetaData(component=root, properties=_inventory_properties(inventory))
     if timestamp is not None:
         metadata.timestamp = timestamp
-    metadata.tools.components.add(Component(type=ComponentType.APPLICATION, name=NS))
+    metadata.tools.components.add(cdx.Component(type=cdx.ComponentType.APPLICATION, name=NS))
     serial = uuid.uuid5(uuid.NAMESPACE_URL, f"{image.reference}@{image.manifest_digest}#{image.architecture}")
-    bom = Bom(metadata=metadata, serial_number=serial)
+    bom = cdx.Bom(metadata=metadata, serial_number=serial)
     components = _os_components(inventory) + _runtime_components(inventory) + _package_components(inventory)
     for component in components:
         bom.components.add(component)
     bom.register_dependency(root, components)
-    return JsonV1Dot6(bom).output_as_string(indent=2) + "\n"
+    return cdx.JsonV1Dot6(bom).output_as_string(indent=2) + "\n"
 
 
 def write_sbom(path: Path, inventory: Inventory, image: ImageInfo, timestamp: datetime | None = None) -> None:
@@ -99,30 +121,32 @@ def _image_purl(image: ImageInfo) -> PackageURL:
 
 
 def _inventory_properties(inventory: Inventory) -> list[Property]:
-    properties = [Property(name=f"{NS}:files", value=str(inventory.files))]
-    properties.append(Property(name=f"{NS}:bytes", value=str(inventory.bytes)))
-    properties += [Property(name=f"{NS}:version:{k}", value=v) for k, v in inventory.versions.items()]
+    cdx = _cdx()
+    properties = [cdx.Property(name=f"{NS}:files", value=str(inventory.files))]
+    properties.append(cdx.Property(name=f"{NS}:bytes", value=str(inventory.bytes)))
+    properties += [cdx.Property(name=f"{NS}:version:{k}", value=v) for k, v in inventory.versions.items()]
     properties += [
-        Property(name=f"{NS}:os-release:{k}", value=inventory.os_release[k])
+        cdx.Property(name=f"{NS}:os-release:{k}", value=inventory.os_release[k])
         for k in _OS_FIELDS
         if k in inventory.os_release
     ]
     for top, count in (inventory.unowned or {}).items():
-        properties.append(Property(name=f"{NS}:unowned:{top}", value=f"files={count.files} bytes={count.bytes}"))
+        properties.append(cdx.Property(name=f"{NS}:unowned:{top}", value=f"files={count.files} bytes={count.bytes}"))
     if inventory.unowned is not None and not inventory.unowned:
-        properties.append(Property(name=f"{NS}:unowned", value="none"))
-    properties += [Property(name=f"{NS}:note", value=_text(note)) for note in inventory.notes]
+        properties.append(cdx.Property(name=f"{NS}:unowned", value="none"))
+    properties += [cdx.Property(name=f"{NS}:note", value=_text(note)) for note in inventory.notes]
     return properties
 
 
 def _os_components(inventory: Inventory) -> list[Component]:
+    cdx = _cdx()
     # Scanners (syft, trivy, grype) take the distribution from an operating-system component.
     os_id = inventory.os_release.get("ID")
     if not os_id:
         return []
     return [
-        Component(
-            type=ComponentType.OPERATING_SYSTEM,
+        cdx.Component(
+            type=cdx.ComponentType.OPERATING_SYSTEM,
             name=os_id,
             version=inventory.os_release.get("VERSION_ID"),
             description=inventory.os_release.get("PRETTY_NAME"),
@@ -132,6 +156,7 @@ def _os_components(inventory: Inventory) -> list[Component]:
 
 
 def _runtime_components(inventory: Inventory) -> list[Component]:
+    cdx = _cdx()
     components = []
     for name in RUNTIMES:
         version = inventory.versions.get(name)
@@ -140,23 +165,24 @@ def _runtime_components(inventory: Inventory) -> list[Component]:
         for one in version.split():  # .NET images may hold several runtimes
             vendor = RUNTIME_CPES[name]
             components.append(
-                Component(
-                    type=ComponentType.PLATFORM,
+                cdx.Component(
+                    type=cdx.ComponentType.PLATFORM,
                     name=name,
                     version=one,
                     bom_ref=f"runtime:{name}@{one}",
                     purl=PackageURL(type="generic", name=name, version=one),
                     cpe=f"cpe:2.3:a:{vendor}:{one}:*:*:*:*:*:*:*",
-                    properties=[Property(name=f"{NS}:kind", value="runtime")],
+                    properties=[cdx.Property(name=f"{NS}:kind", value="runtime")],
                 )
             )
     return components
 
 
 def _package_components(inventory: Inventory) -> list[Component]:
+    cdx = _cdx()
     distro = inventory.os_release.get("ID", "")
     distro_version = inventory.os_release.get("VERSION_ID", "")
-    licenses = LicenseFactory()
+    licenses = cdx.LicenseFactory()
     refs: dict[str, int] = {}
     components = []
     for package in inventory.packages:
@@ -164,14 +190,14 @@ def _package_components(inventory: Inventory) -> list[Component]:
         ref = str(purl)
         refs[ref] = refs.get(ref, 0) + 1
         properties = [
-            Property(name=f"{NS}:kind", value=package.kind),
-            Property(name=f"{NS}:path", value=_text(package.path)),
+            cdx.Property(name=f"{NS}:kind", value=package.kind),
+            cdx.Property(name=f"{NS}:path", value=_text(package.path)),
         ]
         if package.source:
-            properties.append(Property(name=f"{NS}:source", value=package.source))
+            properties.append(cdx.Property(name=f"{NS}:source", value=package.source))
         components.append(
-            Component(
-                type=ComponentType.LIBRARY,
+            cdx.Component(
+                type=cdx.ComponentType.LIBRARY,
                 name=package.name,
                 version=package.full_version or None,
                 group=package.group or None,
