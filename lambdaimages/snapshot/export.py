@@ -71,46 +71,33 @@ def fetch(
     pool still works on them.
     """
     with xzblocks.ordered():  # this task's blocks before those of tasks that started after it
-        _fetch(runtime, states, out, client, (blob_sink, tar_sink), sources, downloaded)
-
-
-def _fetch(
-    runtime: Runtime,
-    states: dict[str, State],
-    out: Path,
-    client: RegistryClient,
-    sinks: tuple[BlobSink | None, BlobSink | None],
-    sources: Sources | None,
-    downloaded: Callable[[], None] | None,
-) -> None:
-    blob_sink, tar_sink = sinks
-    if sources:
-        sources.want(runtime, missing_layers(runtime, states, out))
-    started: list[_CacheEntry] = []
-    busy: list[_CacheEntry] = []
-    try:
-        for arch, state in states.items():
-            for number, layer in enumerate(state.layers, 1):
-                entry = _CacheEntry(runtime, layer, out, layer_context(runtime, arch, state, number), sources)
-                sinks = [
-                    (lambda a=arch, n=number, la=layer, f=factory: f(a, n, la)) if factory else None
-                    for factory in (blob_sink, tar_sink)
-                ]
-                status = entry.start(client, wait=False, sinks=sinks)
-                if status == STARTED:
-                    started.append(entry)
-                elif status == BUSY:
-                    busy.append(entry)
-        if downloaded is not None:
-            downloaded()
-        while started:
-            started[0].finish()
-            started.pop(0)
-    finally:
-        for entry in started:
-            entry.abort()
-    for entry in busy:
-        cached_layer(runtime, entry.layer, out, client, entry.context, sources)
+        if sources:
+            sources.want(runtime, missing_layers(runtime, states, out))
+        started: list[_CacheEntry] = []
+        busy: list[_CacheEntry] = []
+        try:
+            for arch, state in states.items():
+                for number, layer in enumerate(state.layers, 1):
+                    entry = _CacheEntry(runtime, layer, out, layer_context(runtime, arch, state, number), sources)
+                    sinks = [
+                        (lambda a=arch, n=number, la=layer, f=factory: f(a, n, la)) if factory else None
+                        for factory in (blob_sink, tar_sink)
+                    ]
+                    status = entry.start(client, wait=False, sinks=sinks)
+                    if status == STARTED:
+                        started.append(entry)
+                    elif status == BUSY:
+                        busy.append(entry)
+            if downloaded is not None:
+                downloaded()
+            while started:
+                started[0].finish()
+                started.pop(0)
+        finally:
+            for entry in started:
+                entry.abort()
+        for entry in busy:
+            cached_layer(runtime, entry.layer, out, client, entry.context, sources)
 
 
 def missing_layers(runtime: Runtime, states: dict[str, State], out: Path) -> list[Layer]:
