@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,8 +21,10 @@ from lambdaimages.inventory.versions import RUNTIMES
 from lambdaimages.tools.files import write_if_changed
 
 if TYPE_CHECKING:
+    from cyclonedx.contrib.license.factories import LicenseFactory
     from cyclonedx.model import Property
     from cyclonedx.model.component import Component
+    from cyclonedx.model.license import License
 
 NS = "lambdaimages"  # the namespace of our CycloneDX property names
 # CPE vendor:product of each language runtime, so that scanners matching CPEs find the runtime's CVEs.
@@ -33,6 +36,9 @@ RUNTIME_CPES = {
     "dotnet": "microsoft:.net",
 }
 _OS_FIELDS = ("ID", "VERSION_ID", "NAME", "PRETTY_NAME")
+# license-expression's parser, shared by every LicenseFactory, builds its tokenizer on first use; two tasks' threads
+# doing that at once crashed it, which cyclonedx takes for "not an expression" (a license name instead): one at a time.
+_LICENSE_PARSER = threading.Lock()
 
 
 def _cdx() -> SimpleNamespace:
@@ -203,12 +209,17 @@ def _package_components(inventory: Inventory) -> list[Component]:
                 group=package.group or None,
                 purl=purl,
                 bom_ref=ref if refs[ref] == 1 else f"{ref}#{refs[ref]}",
-                licenses=[licenses.make_from_string(package.license)] if package.license else None,
+                licenses=[_license(licenses, package.license)] if package.license else None,
                 cpe=package_cpe(package),
                 properties=properties,
             )
         )
     return components
+
+
+def _license(factory: LicenseFactory, text: str) -> License:
+    with _LICENSE_PARSER:
+        return factory.make_from_string(text)
 
 
 def package_cpe(package: Package) -> str | None:
